@@ -1,0 +1,79 @@
+/*
+ * kefu/config.h - kefud's configuration: one declarative table.
+ *
+ * Sources, later wins: built-in defaults, the file named by --config (or
+ * KEFU_CONFIG), then environment variables KEFU_<KEY> (upper case).  A key
+ * marked secret may instead be given as <key>_file naming a file whose
+ * contents (trailing newline stripped) are the value.  Every key, with its
+ * default and meaning, is printed by `kefud --help` from the same table.
+ *
+ * Once loaded the configuration is immutable and shared read-only by all
+ * threads; a change means a restart.
+ *
+ * Errors:    kf_config_load() returns KF_EINVAL with a message naming the
+ *            key, the source (file:line or environment) and what is wrong.
+ */
+#ifndef KEFU_CONFIG_H
+#define KEFU_CONFIG_H
+
+#include <stdio.h>
+#include "kefu/types.h"
+
+struct kf_config {
+    /* HTTP */
+    char *listen;                /* host:port */
+    unsigned io_threads;
+    unsigned db_workers;
+    unsigned job_threads;
+    unsigned work_queue_max;
+    unsigned http_max_headers;   /* bytes */
+    unsigned http_max_body;      /* bytes, default per-route limit cap */
+    unsigned http_timeout;       /* seconds, connection read/write */
+    unsigned shutdown_timeout;   /* seconds */
+    int reuseport;
+    int debug_routes;
+    /* database */
+    char *db_host;
+    unsigned db_port;
+    char *db_socket;
+    char *db_name;
+    char *db_user;
+    char *db_password;           /* secret */
+    unsigned db_connect_timeout; /* seconds */
+    unsigned db_rw_timeout;      /* seconds */
+    unsigned db_tx_retries;
+    /* files */
+    char *sql_dir;
+    char *web_dir;
+    int migrate_on_start;
+    /* logging */
+    char *log_level;
+    char *log_format;
+};
+
+/** Fill cfg with built-in defaults (strings are heap copies). */
+void kf_config_defaults(kf_config *cfg);
+/*
+ * Apply one "key = value" text (a whole file's contents); origin names it
+ * in error messages.  Unknown keys and bad values are errors.
+ */
+int kf_config_parse(kf_config *cfg, const char *text, size_t len, const char *origin,
+                    char *err, size_t errsz);
+/** Apply environment overrides KEFU_<KEY> / KEFU_<KEY>_FILE from envp. */
+int kf_config_env(kf_config *cfg, char *const *envp, char *err, size_t errsz);
+/** Set one key from a string (used by the parsers and tests). */
+int kf_config_set(kf_config *cfg, const char *key, const char *value, char *err, size_t errsz);
+/** Cross-field checks after everything is loaded. */
+int kf_config_check(const kf_config *cfg, char *err, size_t errsz);
+/** Defaults, then file (may be NULL), then environment, then checks. */
+int kf_config_load(kf_config *cfg, const char *path, char *const *envp, char *err, size_t errsz);
+void kf_config_deinit(kf_config *cfg);
+/** Print the documented table of keys (kefud --help). */
+void kf_config_help(FILE *out);
+/** Print the effective configuration with secrets masked. */
+void kf_config_dump(const kf_config *cfg, FILE *out);
+
+/** "host:port" with a port 1..65535 (port 0 allowed when allow_zero). */
+int kf_hostport_ok(const char *s, int allow_zero);
+
+#endif /* KEFU_CONFIG_H */

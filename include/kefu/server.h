@@ -1,0 +1,34 @@
+/*
+ * kefu/server.h - the kefud process: I/O loops, workers, jobs, wiring.
+ *
+ * Threads:   kf_server_start/stop are called from main() only.
+ */
+#ifndef KEFU_SERVER_H
+#define KEFU_SERVER_H
+
+#include "kefu/types.h"
+#include "kefu/http.h"
+
+/* Route tables of each module, terminated by {0}. */
+extern const kf_route kf_health_routes[];
+extern const kf_route kf_debug_routes[];
+
+/*
+ * Bind, start workers, I/O threads and jobs.  The migration set is kept for
+ * /readyz.  Returns KF_OK or KF_ERR with the reason in err.
+ */
+kf_server *kf_server_create(const kf_config *cfg, const void *migrations, char *err, size_t errsz);
+int kf_server_start(kf_server *srv, char *err, size_t errsz);
+/** "127.0.0.1:43817": the address actually bound. */
+const char *kf_server_addr(const kf_server *srv);
+/** The scheduler, to add jobs before kf_server_start(). */
+kf_scheduler *kf_server_scheduler(kf_server *srv);
+/** Graceful stop: stop accepting, drain in-flight calls, stop jobs, close. */
+void kf_server_stop(kf_server *srv);
+void kf_server_destroy(kf_server **srv);
+/** 1 after kf_server_stop() began (readyz answers 503). */
+int kf_server_stopping(void);
+/** Migration set for readyz (set by kf_server_create). */
+const void *kf_server_migrations(void);
+
+#endif /* KEFU_SERVER_H */

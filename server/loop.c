@@ -1,0 +1,401 @@
+/*
+ * loop.c - the I/O threads: each runs an event_base with its own evhttp on
+ * the shared listening socket, turns requests into kf_calls, hands them to
+ * the workers and sends the replies that come back.  Nothing here blocks.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <sodium.h>
+
+#include "http_internal.h"
+#include "kefu/config.h"
+#include "kefu/log.h"
+#include "kefu/metrics.h"
+#include "kefu/pool.h"
+
+struct kf_loop {
+    kf_server *srv;
+    unsigned id;
+    const kf_config *cfg;
+    const kf_router *router;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    struct event *done_ev, *stop_accept_ev, *exit_ev;
+    pthread_mutex_t done_mtx;
+    kf_call *done;
+    pthread_t thread;
+    int running;
+};
+
+double
+kf_now_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static unsigned
+method_bit(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return KF_GET;
+    case EVHTTP_REQ_POST: return KF_POST;
+    case EVHTTP_REQ_PUT: return KF_PUT;
+    case EVHTTP_REQ_PATCH: return KF_PATCH;
+    case EVHTTP_REQ_DELETE: return KF_DELETE;
+    case EVHTTP_REQ_HEAD: return KF_HEAD;
+    case EVHTTP_REQ_OPTIONS: return KF_OPTIONS;
+    default: return 0;
+    }
+}
+
+static const char *
+method_name(unsigned m)
+{
+    switch (m) {
+    case KF_GET: return "GET";
+    case KF_POST: return "POST";
+    case KF_PUT: return "PUT";
+    case KF_PATCH: return "PATCH";
+    case KF_DELETE: return "DELETE";
+    case KF_HEAD: return "HEAD";
+    case KF_OPTIONS: return "OPTIONS";
+    default: return "?";
+    }
+}
+
+/* An incoming X-Request-Id is kept when it is short and plain; else we make one. */
+static const char *
+request_id(kf_pool *pool, const char *given)
+{
+    if (given != NULL) {
+        size_t n = strlen(given);
+        int ok = n > 0 && n <= 64;
+        for (size_t i = 0; ok && i < n; i++) {
+            char ch = given[i];
+            ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                 (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.';
+        }
+        if (ok)
+            return kf_pool_strdup(pool, given);
+    }
+    unsigned char r[8];
+    char *hex = kf_pool_alloc(pool, 17);
+    randombytes_buf(r, sizeof(r));
+    sodium_bin2hex(hex, 17, r, sizeof(r));
+    return hex;
+}
+
+void
+kf_call_destroy(kf_call **pc)
+{
+    kf_call *c = *pc;
+    if (c == NULL)
+        return;
+    kf_pool *pool = c->pool;
+    kf_pool_destroy(&pool); /* the call itself lives in its pool */
+    *pc = NULL;
+}
+
+/* Send c->reply on req (I/O thread only), log it, count it, destroy c. */
+static void
+reply_send(kf_loop *loop, kf_call *c)
+{
+    struct evhttp_request *req = c->_req;
+    kf_reply *r = &c->reply;
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    struct evbuffer *buf = evbuffer_new();
+
+    if (r->status == 0)
+        kf_reply_internal(r, c, "no reply");
+    evhttp_add_header(h, "Content-Type", r->content_type ? r->content_type : "text/plain");
+    evhttp_add_header(h, "X-Request-Id", c->request_id);
+    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    for (unsigned i = 0; i < r->n_headers; i++)
+        evhttp_add_header(h, r->headers[i].key, r->headers[i].value);
+    if (r->body_len)
+        evbuffer_add(buf, r->body, r->body_len);
+    evhttp_send_reply(req, r->status, kf_http_reason(r->status), buf);
+    evbuffer_free(buf);
+
+    double dur = kf_now_mono() - c->started;
+    kf_metrics_http(c->route ? c->route_index : kf_router_count(loop->router), r->status, dur);
+    if (kf_log_level >= KF_LOG_INFO) {
+        char path[256];
+        kf_printable(path, sizeof(path), c->path, strlen(c->path));
+        kf_log(KF_LOG_INFO, "http",
+               "req=%s method=%s path=\"%s\" route=\"%s\" status=%d dur_ms=%.2f peer=%s",
+               c->request_id, method_name(c->method), path, c->route ? c->route->name : "-",
+               r->status, dur * 1000.0, c->peer);
+    }
+    kf_call_destroy(&c);
+    kf_server_inflight(loop->srv, -1);
+}
+
+static void
+on_calls_done(evutil_socket_t fd, short what, void *arg)
+{
+    kf_loop *loop = arg;
+    kf_call *c, *next;
+    (void) fd;
+    (void) what;
+
+    pthread_mutex_lock(&loop->done_mtx);
+    c = loop->done;
+    loop->done = NULL;
+    pthread_mutex_unlock(&loop->done_mtx);
+    /* The list is LIFO; order across requests does not matter. */
+    for (; c != NULL; c = next) {
+        next = c->_next;
+        reply_send(loop, c);
+    }
+}
+
+void
+kf_loop_post_done(kf_loop *loop, kf_call *c)
+{
+    pthread_mutex_lock(&loop->done_mtx);
+    c->_next = loop->done;
+    loop->done = c;
+    pthread_mutex_unlock(&loop->done_mtx);
+    event_active(loop->done_ev, EV_READ, 0); /* the only libevent call made off-loop */
+}
+
+static kf_call *
+call_new(kf_loop *loop, struct evhttp_request *req)
+{
+    kf_pool *pool = kf_pool_create(8192);
+    kf_call *c = kf_pool_alloc(pool, sizeof(*c));
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    struct evkeyval *kv;
+
+    c->pool = pool;
+    c->cfg = loop->cfg;
+    c->_req = req;
+    c->_loop = loop;
+    c->started = kf_now_mono();
+    c->method = method_bit(evhttp_request_get_command(req));
+    c->request_id = request_id(pool, evhttp_find_header(in, "X-Request-Id"));
+
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+    c->path = kf_pool_strdup(pool, path && *path ? path : "/");
+    c->query = query ? kf_pool_strdup(pool, query) : NULL;
+
+    for (kv = in->tqh_first; kv != NULL && c->n_headers < KF_MAX_HEADERS; kv = kv->next.tqe_next) {
+        c->headers[c->n_headers].key = kf_pool_strdup(pool, kv->key);
+        c->headers[c->n_headers].value = kf_pool_strdup(pool, kv->value);
+        c->n_headers++;
+    }
+
+    char *host = NULL;
+    ev_uint16_t port = 0;
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    if (conn != NULL)
+        evhttp_connection_get_peer(conn, &host, &port);
+    c->peer = kf_pool_strdup(pool, host ? host : "-");
+    return c;
+}
+
+static void
+reply_now(kf_loop *loop, kf_call *c, int status, const char *code, const char *detail)
+{
+    kf_reply_problem(&c->reply, c, status, code, detail, NULL);
+    reply_send(loop, c);
+}
+
+static void
+on_http_request(struct evhttp_request *req, void *arg)
+{
+    kf_loop *loop = arg;
+    kf_call *c = call_new(loop, req);
+    unsigned index = 0, allow = 0;
+
+    kf_server_inflight(loop->srv, 1);
+
+    /* 1. Route. */
+    int m = c->method == 0 ? KF_MATCH_NOT_FOUND
+                           : kf_router_match(loop->router, c->method, c->path, c->pool, &index,
+                                             c->params, &c->n_params, &allow);
+    if (c->method == 0) {
+        reply_now(loop, c, 501, "method-not-implemented", "This HTTP method is not supported.");
+        return;
+    }
+    if (m == KF_MATCH_NOT_FOUND) {
+        reply_now(loop, c, 404, "not-found", "No resource at this path.");
+        return;
+    }
+    if (m == KF_MATCH_BAD_METHOD) {
+        char methods[96];
+        kf_methods_str(allow, methods, sizeof(methods));
+        kf_reply_header(&c->reply, c, "Allow", methods);
+        char *detail = kf_pool_printf(c->pool, "%s is not allowed here; allowed: %s.",
+                                      method_name(c->method), methods);
+        reply_now(loop, c, 405, "method-not-allowed", detail);
+        return;
+    }
+    c->route = kf_router_get(loop->router, index);
+    c->route_index = index;
+
+    /* 2. Body, within the route's own limit. */
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    size_t blen = evbuffer_get_length(body);
+    if (blen > c->route->max_body) {
+        char *detail = kf_pool_printf(c->pool, "The body is %zu bytes; this resource accepts at "
+                                      "most %zu.", blen, c->route->max_body);
+        reply_now(loop, c, 413, "payload-too-large", detail);
+        return;
+    }
+    char *b = kf_pool_alloc(c->pool, blen + 1);
+    if (blen)
+        evbuffer_copyout(body, b, blen);
+    c->body = b;
+    c->body_len = blen;
+
+    /* 3. Run here (cheap, no I/O) or on a worker. */
+    if (c->route->flags & KF_ROUTE_INLINE) {
+        kf_call_run(c);
+        reply_send(loop, c);
+        return;
+    }
+    if (kf_workers_submit(kf_server_workers(loop->srv), c) != KF_OK) {
+        kf_reply_header(&c->reply, c, "Retry-After", "1");
+        reply_now(loop, c, 503, "overloaded", "Too many requests are waiting; retry shortly.");
+    }
+}
+
+static void
+on_stop_accepting(evutil_socket_t fd, short what, void *arg)
+{
+    kf_loop *loop = arg;
+    (void) fd;
+    (void) what;
+    if (loop->bound != NULL) {
+        evhttp_del_accept_socket(loop->http, loop->bound); /* closes our dup of the socket */
+        loop->bound = NULL;
+    }
+}
+
+static void
+on_exit_loop(evutil_socket_t fd, short what, void *arg)
+{
+    kf_loop *loop = arg;
+    on_stop_accepting(fd, what, arg);
+    on_calls_done(fd, what, arg);
+    event_base_loopbreak(loop->base);
+}
+
+kf_loop *
+kf_loop_create(kf_server *srv, unsigned id, int listen_fd, char *err, size_t errsz)
+{
+    kf_loop *loop = kf_xcalloc(1, sizeof(*loop));
+    const kf_config *cfg = kf_server_config(srv);
+
+    loop->srv = srv;
+    loop->id = id;
+    loop->cfg = cfg;
+    loop->router = kf_server_router(srv);
+    pthread_mutex_init(&loop->done_mtx, NULL);
+    loop->base = event_base_new();
+    loop->http = loop->base ? evhttp_new(loop->base) : NULL;
+    if (loop->http == NULL) {
+        snprintf(err, errsz, "cannot create event loop");
+        kf_loop_destroy(&loop);
+        return NULL;
+    }
+    /* evhttp refuses bodies over http_max_body itself (an HTML 413: libevent
+     * 2.1 has no error callback); below that the route's own limit answers
+     * with problem+json. */
+    evhttp_set_max_body_size(loop->http, (ev_ssize_t) cfg->http_max_body);
+    evhttp_set_max_headers_size(loop->http, cfg->http_max_headers);
+    evhttp_set_timeout(loop->http, (int) cfg->http_timeout);
+    evhttp_set_allowed_methods(loop->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                               EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE |
+                                               EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+    evhttp_set_gencb(loop->http, on_http_request, loop);
+    loop->bound = evhttp_accept_socket_with_handle(loop->http, listen_fd);
+    if (loop->bound == NULL) {
+        snprintf(err, errsz, "cannot accept on the listening socket: %s", strerror(errno));
+        close(listen_fd);
+        kf_loop_destroy(&loop);
+        return NULL;
+    }
+    loop->done_ev = event_new(loop->base, -1, 0, on_calls_done, loop);
+    loop->stop_accept_ev = event_new(loop->base, -1, 0, on_stop_accepting, loop);
+    loop->exit_ev = event_new(loop->base, -1, 0, on_exit_loop, loop);
+    return loop;
+}
+
+static void *
+loop_main(void *arg)
+{
+    kf_loop *loop = arg;
+    /* Keep the loop running even with no events pending. */
+    event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+int
+kf_loop_start(kf_loop *loop)
+{
+    if (pthread_create(&loop->thread, NULL, loop_main, loop) != 0)
+        return KF_ERR;
+    loop->running = 1;
+    return KF_OK;
+}
+
+void
+kf_loop_stop_accepting(kf_loop *loop)
+{
+    event_active(loop->stop_accept_ev, EV_READ, 0);
+}
+
+void
+kf_loop_exit(kf_loop *loop)
+{
+    if (!loop->running)
+        return;
+    event_active(loop->exit_ev, EV_READ, 0);
+    pthread_join(loop->thread, NULL);
+    loop->running = 0;
+}
+
+void
+kf_loop_destroy(kf_loop **pl)
+{
+    kf_loop *loop = *pl;
+    if (loop == NULL)
+        return;
+    kf_loop_exit(loop);
+    if (loop->http)
+        evhttp_free(loop->http); /* closes connections; pending requests are freed */
+    if (loop->done_ev)
+        event_free(loop->done_ev);
+    if (loop->stop_accept_ev)
+        event_free(loop->stop_accept_ev);
+    if (loop->exit_ev)
+        event_free(loop->exit_ev);
+    if (loop->base)
+        event_base_free(loop->base);
+    pthread_mutex_destroy(&loop->done_mtx);
+    free(loop);
+    *pl = NULL;
+}
