@@ -63,12 +63,14 @@ struct kf_db {
     char err[512];
 };
 
-static atomic_uint fault_errnum, fault_n;
+static atomic_uint fault_errnum, fault_skip, fault_n;
 
 void
-kf_db_fault_inject(unsigned errnum, unsigned n)
+kf_db_fault_inject(unsigned errnum, unsigned skip, unsigned n)
 {
+    atomic_store(&fault_n, 0);
     atomic_store(&fault_errnum, errnum);
+    atomic_store(&fault_skip, skip);
     atomic_store(&fault_n, n);
 }
 
@@ -77,6 +79,13 @@ static unsigned
 fault_take(void)
 {
     unsigned n = atomic_load(&fault_n);
+    if (n == 0)
+        return 0;
+    unsigned k = atomic_load(&fault_skip);
+    while (k > 0) {
+        if (atomic_compare_exchange_weak(&fault_skip, &k, k - 1))
+            return 0;
+    }
     while (n > 0) {
         if (atomic_compare_exchange_weak(&fault_n, &n, n - 1))
             return atomic_load(&fault_errnum);
@@ -623,8 +632,8 @@ kf_tx_run(kf_db *db, kf_tx_fn *fn, void *arg, const char **error_r)
         if ((rc = kf_db_connect(db, &error)) != KF_OK)
             break; /* server unreachable: retrying at once would not help */
         if ((rc = kf_db_exec_sql(db, "START TRANSACTION", 17, &error)) != KF_OK) {
-            if (!db->connected && attempt < max)
-                continue; /* stale connection: reconnect and start over */
+            if ((rc == KF_ERETRY || !db->connected) && attempt < max)
+                continue; /* stale connection or conflict: reconnect/back off, start over */
             break;
         }
         rc = fn(db, arg, &error);

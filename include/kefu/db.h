@@ -77,10 +77,11 @@ int kf_tx_run(kf_db *db, kf_tx_fn *fn, void *arg, const char **error_r);
 int kf_db_classify_errno(unsigned err);
 
 /*
- * Fault simulation for tests: the next n statements executed on any
- * connection of this process fail with MariaDB error errnum.  0 clears.
+ * Fault simulation for tests: after skipping `skip` statements, the next n
+ * statements executed on any connection of this process fail with MariaDB
+ * error errnum.  n = 0 clears.
  */
-void kf_db_fault_inject(unsigned errnum, unsigned n);
+void kf_db_fault_inject(unsigned errnum, unsigned skip, unsigned n);
 
 /** mysql_library_init(); call once in main() before threads start. */
 void kf_db_library_init(void);
