@@ -73,6 +73,9 @@ json_escape(char *dst, size_t n, const char *src, size_t len)
     return o;
 }
 
+static void emit(int level, const char *module, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
 static void
 emit(int level, const char *module, const char *fmt, va_list ap)
 {
