@@ -12,6 +12,7 @@
 
 #include <sodium.h>
 
+#include "kefu/admin.h"
 #include "kefu/config.h"
 #include "kefu/db.h"
 #include "kefu/demo.h"
@@ -31,7 +32,8 @@ usage(FILE *out)
             "  serve         run the server (default); applies pending migrations first\n"
             "  migrate       apply pending migrations and exit\n"
             "  demo          load the demo data once (prints the demo logins when it does)\n"
-            "  check-config  validate the configuration, print it (secrets masked), exit\n\n"
+            "  check-config  validate the configuration, print it (secrets masked), exit\n"
+            "  admin ...     operator commands (kefud admin help)\n\n"
             "options:\n"
             "  -c, --config FILE  configuration file (also KEFU_CONFIG)\n"
             "  -h, --help         this help, with every configuration key\n"
@@ -147,6 +149,8 @@ main(int argc, char **argv)
 {
     const char *config_path = getenv("KEFU_CONFIG");
     const char *command = "serve";
+    int admin_argc = 0;
+    char **admin_argv = NULL;
     char err[1024];
     kf_config cfg;
     kf_migration_set set;
@@ -168,6 +172,11 @@ main(int argc, char **argv)
             config_path = argv[i];
         } else if (!strncmp(a, "--config=", 9)) {
             config_path = a + 9;
+        } else if (!strcmp(a, "admin")) {
+            command = a;
+            admin_argc = argc - i - 1;
+            admin_argv = argv + i + 1;
+            break;
         } else if (a[0] != '-' && (!strcmp(a, "serve") || !strcmp(a, "migrate") ||
                                    !strcmp(a, "demo") || !strcmp(a, "check-config"))) {
             command = a;
@@ -198,7 +207,9 @@ main(int argc, char **argv)
     }
     kf_db_library_init();
 
-    if (!strcmp(command, "demo")) {
+    if (!strcmp(command, "admin")) {
+        rc = kf_admin_main(&cfg, admin_argc, admin_argv);
+    } else if (!strcmp(command, "demo")) {
         rc = run_demo(&cfg);
     } else if (kf_migrations_load(cfg.sql_dir, &set, err, sizeof(err)) != KF_OK) {
         fprintf(stderr, "kefud: %s\n", err);

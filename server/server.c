@@ -19,6 +19,7 @@
 #include <event2/thread.h>
 
 #include "http_internal.h"
+#include "kefu/auth.h"
 #include "kefu/config.h"
 #include "kefu/db.h"
 #include "kefu/job.h"
@@ -38,6 +39,11 @@ struct kf_server {
     char addr[96];
     atomic_long inflight;
     kf_job jobs[2];
+};
+
+const kf_route *const kf_all_route_tables[] = {
+    kf_health_routes, kf_debug_routes,    kf_auth_routes,  kf_ticket_routes,  kf_customer_routes,
+    kf_admin_routes,  kf_attachment_routes, kf_event_routes, kf_openapi_routes, NULL,
 };
 
 static atomic_int server_stopping;
@@ -215,8 +221,9 @@ kf_server_create(const kf_config *cfg, const void *migrations, char *err, size_t
     atomic_store(&server_stopping, 0);
 
     srv->router = kf_router_create();
-    kf_router_add(srv->router, kf_health_routes, cfg->debug_routes);
-    kf_router_add(srv->router, kf_debug_routes, cfg->debug_routes);
+    for (const kf_route *const *t = kf_all_route_tables; *t != NULL; t++)
+        kf_router_add(srv->router, *t, cfg->debug_routes);
+    kf_authenticate = kf_auth_authenticate;
 
     unsigned n = kf_router_count(srv->router);
     const char **names = kf_xcalloc(n + 1, sizeof(*names));
@@ -236,6 +243,7 @@ kf_server_create(const kf_config *cfg, const void *migrations, char *err, size_t
     srv->jobs[1] = (kf_job){.name = "maintenance", .period_ms = 60000, .tick = maintenance_tick};
     kf_scheduler_add(srv->sched, &srv->jobs[0]);
     kf_scheduler_add(srv->sched, &srv->jobs[1]);
+    kf_outbox_jobs_add(srv->sched, cfg);
 
     srv->n_loops = cfg->io_threads;
     srv->loops = kf_xcalloc(srv->n_loops, sizeof(*srv->loops));

@@ -49,6 +49,28 @@ struct kf_config {
     /* logging */
     char *log_level;
     char *log_format;
+    /* auth */
+    unsigned session_ttl;        /* seconds a session lives at most */
+    unsigned session_idle;       /* seconds of inactivity that end a session */
+    int cookie_secure;
+    unsigned login_max_failures; /* failures in login_window before lockout */
+    unsigned login_window;       /* seconds */
+    unsigned login_lockout;      /* seconds */
+    /* API */
+    unsigned api_max_body;       /* JSON request bodies, bytes */
+    unsigned attachment_max_bytes;
+    unsigned attachment_max_count;
+    /* outbox */
+    unsigned outbox_period_ms;
+    unsigned outbox_batch;
+    unsigned outbox_max_attempts;
+    unsigned outbox_backoff_base; /* seconds; doubled per attempt, with jitter */
+    unsigned outbox_backoff_max;  /* seconds */
+    unsigned outbox_lease;        /* seconds a claimed row stays ours */
+    /* live events (SSE) */
+    unsigned sse_max_clients;
+    unsigned sse_heartbeat;       /* seconds */
+    unsigned sse_max_buffer;      /* bytes queued to one slow client before it is cut off */
 };
 
 /** Fill cfg with built-in defaults (strings are heap copies). */

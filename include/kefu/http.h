@@ -162,6 +162,31 @@ void kf_methods_str(unsigned methods, char *buf, size_t bufsz);
 /** Method name to bit; 0 when unknown. */
 unsigned kf_method_parse(const char *name);
 
+/*
+ * JSON request bodies.  kf_call_json_object() parses c->body (duplicate
+ * keys rejected, must be an object, must be valid UTF-8) and keeps the root
+ * alive until the pool is destroyed.  On failure it fills c->reply with a
+ * 400 problem+json naming the position and returns KF_EINVAL.
+ */
+int kf_call_json_object(kf_call *c, json_t **root_r);
+/*
+ * Field validation, collecting every problem into *errors (for a 422 with
+ * errors[]): unknown keys; typed getters that check presence, type and
+ * length.  Getters return 1 when the field is present and valid, 0
+ * otherwise (absent optional fields are not errors).  Strings are borrowed
+ * from the root.
+ */
+void kf_json_unknown_fields(json_t *obj, const char *const *allowed, json_t **errors);
+int kf_json_get_str(json_t *obj, const char *key, int required, size_t max_len, const char **out,
+                    json_t **errors);
+int kf_json_get_u64(json_t *obj, const char *key, int required, uint64_t *out, json_t **errors);
+int kf_json_get_bool(json_t *obj, const char *key, int required, int *out, json_t **errors);
+/** A string field that must be one of choices (NULL-terminated). */
+int kf_json_get_enum(json_t *obj, const char *key, int required, const char *const *choices,
+                     const char **out, json_t **errors);
+/** 422 "validation" problem with errors[] (stolen); returns 0. */
+int kf_reply_invalid(kf_reply *out, kf_call *c, json_t *errors);
+
 /** Percent-decode (and '+' to space when form) into pool; NULL on bad escapes or NUL bytes. */
 char *kf_url_decode(kf_pool *pool, const char *s, size_t len, int form);
 

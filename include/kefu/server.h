@@ -10,8 +10,21 @@
 #include "kefu/http.h"
 
 /* Route tables of each module, terminated by {0}. */
-extern const kf_route kf_health_routes[];
-extern const kf_route kf_debug_routes[];
+extern const kf_route kf_health_routes[];    /* h_health.c */
+extern const kf_route kf_debug_routes[];     /* h_health.c */
+extern const kf_route kf_auth_routes[];      /* h_auth.c: session login/logout, me */
+extern const kf_route kf_ticket_routes[];    /* h_tickets.c: tickets, messages, merge */
+extern const kf_route kf_customer_routes[];  /* h_customers.c: customers, merge */
+extern const kf_route kf_admin_routes[];     /* h_admin.c: agents, queues, tokens, presence */
+extern const kf_route kf_attachment_routes[];/* h_attachments.c: upload, download */
+extern const kf_route kf_event_routes[];     /* h_events.c: events paging + SSE */
+extern const kf_route kf_openapi_routes[];   /* h_openapi.c: /api/v1/openapi.json */
+
+/* Every route table above, in registration order, NULL-terminated. */
+extern const kf_route *const kf_all_route_tables[];
+
+/* Background jobs of modules (outbox.c): add them to the scheduler. */
+void kf_outbox_jobs_add(kf_scheduler *s, const kf_config *cfg);
 
 /*
  * Bind, start workers, I/O threads and jobs.  The migration set is kept for

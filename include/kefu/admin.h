@@ -1,0 +1,14 @@
+/*
+ * kefu/admin.h - `kefud admin ...`: what an operator scripts.
+ *
+ * Threads:   main thread only.
+ */
+#ifndef KEFU_ADMIN_H
+#define KEFU_ADMIN_H
+
+#include "kefu/types.h"
+
+/* argv[0] is the subcommand ("create-agent", ...).  Returns the exit code 0/1/2. */
+int kf_admin_main(const kf_config *cfg, int argc, char **argv);
+
+#endif /* KEFU_ADMIN_H */

@@ -1,0 +1,204 @@
+/*
+ * json_body.c - strict JSON request bodies and field validation that
+ * names every bad field (RFC 9457 errors[]).
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "kefu/http.h"
+#include "kefu/pool.h"
+
+static void
+decref_cleanup(void *arg)
+{
+    json_decref(arg);
+}
+
+/* Valid UTF-8 without NUL bytes (jansson accepts \u0000 escapes). */
+static int
+utf8_ok(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *) s;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = p[i];
+        size_t n;
+        unsigned cp;
+        if (c == 0)
+            return 0;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            n = 2;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            n = 3;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            n = 4;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (i + n > len)
+            return 0;
+        for (size_t k = 1; k < n; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+            return 0;
+        i += n;
+    }
+    return 1;
+}
+
+int
+kf_call_json_object(kf_call *c, json_t **root_r)
+{
+    json_error_t je;
+    const char *ct = kf_call_header(c, "Content-Type");
+
+    *root_r = NULL;
+    if (ct != NULL && strncasecmp(ct, "application/json", 16) != 0) {
+        kf_reply_problem(&c->reply, c, 415, "unsupported-media-type",
+                         "Send the request body as application/json.", NULL);
+        return KF_EINVAL;
+    }
+    if (c->body_len == 0) {
+        kf_reply_problem(&c->reply, c, 400, "bad-json", "A JSON object body is required.", NULL);
+        return KF_EINVAL;
+    }
+    if (!utf8_ok(c->body, c->body_len)) {
+        kf_reply_problem(&c->reply, c, 400, "bad-json", "The body is not valid UTF-8.", NULL);
+        return KF_EINVAL;
+    }
+    json_t *root = json_loadb(c->body, c->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (root == NULL) {
+        char *detail = kf_pool_printf(c->pool, "Malformed JSON at line %d, column %d: %s.",
+                                      je.line, je.column, je.text);
+        kf_reply_problem(&c->reply, c, 400, "bad-json", detail, NULL);
+        return KF_EINVAL;
+    }
+    kf_pool_cleanup_add(c->pool, decref_cleanup, root);
+    if (!json_is_object(root)) {
+        kf_reply_problem(&c->reply, c, 400, "bad-json", "The body must be a JSON object.", NULL);
+        return KF_EINVAL;
+    }
+    *root_r = root;
+    return KF_OK;
+}
+
+void
+kf_json_unknown_fields(json_t *obj, const char *const *allowed, json_t **errors)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        int ok = 0;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = strcmp(*a, key) == 0;
+        if (!ok)
+            kf_problem_add_error(errors, key, "unknown field");
+    }
+}
+
+int
+kf_json_get_str(json_t *obj, const char *key, int required, size_t max_len, const char **out,
+                json_t **errors)
+{
+    json_t *v = json_object_get(obj, key);
+    if (v == NULL || json_is_null(v)) {
+        if (required)
+            kf_problem_add_error(errors, key, "is required");
+        return 0;
+    }
+    if (!json_is_string(v)) {
+        kf_problem_add_error(errors, key, "must be a string");
+        return 0;
+    }
+    size_t len = json_string_length(v);
+    const char *s = json_string_value(v);
+    if (memchr(s, '\0', len) != NULL) {
+        kf_problem_add_error(errors, key, "must not contain NUL characters");
+        return 0;
+    }
+    if (len > max_len) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "is longer than %zu bytes", max_len);
+        kf_problem_add_error(errors, key, msg);
+        return 0;
+    }
+    if (required && len == 0) {
+        kf_problem_add_error(errors, key, "must not be empty");
+        return 0;
+    }
+    *out = s;
+    return 1;
+}
+
+int
+kf_json_get_u64(json_t *obj, const char *key, int required, uint64_t *out, json_t **errors)
+{
+    json_t *v = json_object_get(obj, key);
+    if (v == NULL || json_is_null(v)) {
+        if (required)
+            kf_problem_add_error(errors, key, "is required");
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+        kf_problem_add_error(errors, key, "must be a positive integer");
+        return 0;
+    }
+    *out = (uint64_t) json_integer_value(v);
+    return 1;
+}
+
+int
+kf_json_get_bool(json_t *obj, const char *key, int required, int *out, json_t **errors)
+{
+    json_t *v = json_object_get(obj, key);
+    if (v == NULL || json_is_null(v)) {
+        if (required)
+            kf_problem_add_error(errors, key, "is required");
+        return 0;
+    }
+    if (!json_is_boolean(v)) {
+        kf_problem_add_error(errors, key, "must be true or false");
+        return 0;
+    }
+    *out = json_is_true(v);
+    return 1;
+}
+
+int
+kf_json_get_enum(json_t *obj, const char *key, int required, const char *const *choices,
+                 const char **out, json_t **errors)
+{
+    const char *s;
+    if (!kf_json_get_str(obj, key, required, 64, &s, errors))
+        return 0;
+    for (const char *const *c = choices; *c; c++)
+        if (strcmp(*c, s) == 0) {
+            *out = *c;
+            return 1;
+        }
+    char msg[256] = "must be one of:";
+    for (const char *const *c = choices; *c; c++) {
+        strncat(msg, " ", sizeof(msg) - strlen(msg) - 1);
+        strncat(msg, *c, sizeof(msg) - strlen(msg) - 1);
+    }
+    kf_problem_add_error(errors, key, msg);
+    return 0;
+}
+
+int
+kf_reply_invalid(kf_reply *out, kf_call *c, json_t *errors)
+{
+    return kf_reply_problem(out, c, 422, "validation",
+                            "One or more fields are invalid; see errors.", errors);
+}
