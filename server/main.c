@@ -18,6 +18,7 @@
 #include "kefu/demo.h"
 #include "kefu/log.h"
 #include "kefu/migrate.h"
+#include "kefu/http.h"
 #include "kefu/server.h"
 
 extern char **environ;
@@ -33,13 +34,33 @@ usage(FILE *out)
             "  migrate       apply pending migrations and exit\n"
             "  demo          load the demo data once (prints the demo logins when it does)\n"
             "  check-config  validate the configuration, print it (secrets masked), exit\n"
-            "  admin ...     operator commands (kefud admin help)\n\n"
+            "  admin ...     operator commands (kefud admin help)\n"
+            "  routes        print the route table: methods, pattern, role, body limit\n\n"
             "options:\n"
             "  -c, --config FILE  configuration file (also KEFU_CONFIG)\n"
             "  -h, --help         this help, with every configuration key\n"
             "  -V, --version      print the version\n\n",
             KEFU_VERSION);
     kf_config_help(out);
+}
+
+/* `kefud routes`: the route table, one line each (tests walk it for role checks). */
+static int
+print_routes(const kf_config *cfg)
+{
+    static const char *const auth[] = {"public", "agent", "supervisor", "admin", "token"};
+    for (const kf_route *const *t = kf_all_route_tables; *t != NULL; t++)
+        for (const kf_route *r = *t; r->pattern != NULL; r++) {
+            char methods[96];
+            if ((r->flags & KF_ROUTE_DEBUG) && !cfg->debug_routes)
+                continue;
+            kf_methods_str(r->methods, methods, sizeof(methods));
+            for (char *p = methods; *p; p++)
+                if (*p == ' ')
+                    *p = ',';
+            printf("%s %s %s %zu\n", methods, r->pattern, auth[r->auth], r->max_body);
+        }
+    return 0;
 }
 
 static int
@@ -178,7 +199,8 @@ main(int argc, char **argv)
             admin_argv = argv + i + 1;
             break;
         } else if (a[0] != '-' && (!strcmp(a, "serve") || !strcmp(a, "migrate") ||
-                                   !strcmp(a, "demo") || !strcmp(a, "check-config"))) {
+                                   !strcmp(a, "demo") || !strcmp(a, "check-config") ||
+                                   !strcmp(a, "routes"))) {
             command = a;
         } else {
             fprintf(stderr, "kefud: unknown argument \"%s\" (try --help)\n", a);
@@ -196,6 +218,11 @@ main(int argc, char **argv)
     kf_log_level = kf_log_level_parse(cfg.log_level);
     kf_log_set_format(strcmp(cfg.log_format, "json") == 0);
 
+    if (!strcmp(command, "routes")) {
+        rc = print_routes(&cfg);
+        kf_config_deinit(&cfg);
+        return rc;
+    }
     if (!strcmp(command, "check-config")) {
         kf_config_dump(&cfg, stdout);
         kf_config_deinit(&cfg);
