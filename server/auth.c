@@ -1,11 +1,295 @@
-/* auth.c - placeholder: refuses every non-public route until sessions/tokens land. */
+/*
+ * auth.c - who is calling: API tokens (Bearer) and agent sessions (cookie
+ * + CSRF header), roles, queue scope.
+ *
+ * Tokens and session ids are 256-bit random values; only their SHA-256 is
+ * stored, and lookups go by that hash (a unique key), so no secret is ever
+ * compared byte by byte in a way that leaks timing.  The CSRF token is
+ * compared in constant time.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include <sodium.h>
+
 #include "kefu/auth.h"
+#include "kefu/config.h"
+#include "kefu/db.h"
+#include "kefu/log.h"
+#include "kefu/pool.h"
+
+#define SESSION_COOKIE "kefu_session"
+
+int
+kf_role_parse(const char *s)
+{
+    if (s == NULL)
+        return KF_ROLE_NONE;
+    if (!strcmp(s, "agent"))
+        return KF_ROLE_AGENT;
+    if (!strcmp(s, "supervisor"))
+        return KF_ROLE_SUPERVISOR;
+    if (!strcmp(s, "admin"))
+        return KF_ROLE_ADMIN;
+    return KF_ROLE_NONE;
+}
+
+const char *
+kf_role_name(int role)
+{
+    switch (role) {
+    case KF_ROLE_AGENT: return "agent";
+    case KF_ROLE_SUPERVISOR: return "supervisor";
+    case KF_ROLE_ADMIN: return "admin";
+    default: return "none";
+    }
+}
+
+int
+kf_auth_hash_password(const char *password, char *hash, size_t hashsz)
+{
+    if (hashsz < crypto_pwhash_STRBYTES)
+        return KF_EINVAL;
+    if (crypto_pwhash_str_alg(hash, password, strlen(password), crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                              crypto_pwhash_MEMLIMIT_INTERACTIVE, crypto_pwhash_ALG_ARGON2ID13) != 0)
+        return KF_ERR;
+    return KF_OK;
+}
+
+void
+kf_auth_token_hash(const char *token, size_t len, char hash_hex[65])
+{
+    unsigned char h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(h, (const unsigned char *) token, len);
+    sodium_bin2hex(hash_hex, 65, h, sizeof(h));
+}
+
+void
+kf_auth_new_token(char token[44], char hash_hex[65])
+{
+    unsigned char r[32];
+    randombytes_buf(r, sizeof(r));
+    sodium_bin2base64(token, 44, r, sizeof(r), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(r, sizeof(r));
+    kf_auth_token_hash(token, strlen(token), hash_hex);
+}
+
+/* Minimum role for a route's auth class. */
+static int
+required_role(int auth)
+{
+    switch (auth) {
+    case KF_AUTH_AGENT: return KF_ROLE_AGENT;
+    case KF_AUTH_SUPERVISOR: return KF_ROLE_SUPERVISOR;
+    case KF_AUTH_ADMIN: return KF_ROLE_ADMIN;
+    case KF_AUTH_TOKEN: return KF_ROLE_AGENT;
+    default: return KF_ROLE_NONE;
+    }
+}
+
+static int
+refuse(kf_call *c, int status, const char *code, const char *detail)
+{
+    if (status == 401)
+        kf_reply_header(&c->reply, c, "WWW-Authenticate", "Bearer realm=\"kefu\"");
+    kf_reply_problem(&c->reply, c, status, code, detail, NULL);
+    return KF_ERR;
+}
+
+/* Value of cookie name in a Cookie header, copied into the pool, or NULL. */
+static const char *
+cookie_value(kf_call *c, const char *name)
+{
+    const char *h = kf_call_header(c, "Cookie");
+    size_t nl = strlen(name);
+    while (h != NULL && *h) {
+        while (*h == ' ' || *h == ';')
+            h++;
+        const char *semi = strchr(h, ';');
+        size_t len = semi ? (size_t) (semi - h) : strlen(h);
+        if (len > nl && h[nl] == '=' && strncmp(h, name, nl) == 0)
+            return kf_pool_strndup(c->pool, h + nl + 1, len - nl - 1);
+        h = semi;
+    }
+    return NULL;
+}
+
+static int
+token_lookup(kf_call *c, const char *token)
+{
+    char hash[65];
+    kf_stmt *st;
+    const char *error = NULL;
+    int rc;
+
+    kf_auth_token_hash(token, strlen(token), hash);
+    if ((rc = kf_db_stmt(c->db, "auth.token",
+                         "SELECT t.id, t.role, COALESCE(t.agent_id, 0), "
+                         " (t.agent_id IS NULL OR a.active = 1) "
+                         "FROM api_token t LEFT JOIN agent a ON a.id = t.agent_id "
+                         "WHERE t.token_hash = ? AND t.revoked_at IS NULL "
+                         " AND (t.expires_at IS NULL OR t.expires_at > NOW(6))",
+                         &st, &error)) != KF_OK)
+        return rc;
+    kf_stmt_bind_cstr(st, 0, hash);
+    if ((rc = kf_stmt_exec(st, &error)) != KF_OK)
+        return rc;
+    rc = kf_stmt_fetch(st, &error);
+    if (rc != 1) {
+        kf_stmt_done(st);
+        return rc < 0 ? rc : KF_ENOTFOUND;
+    }
+    uint64_t token_id = kf_stmt_col_u64(st, 0);
+    char *role = kf_stmt_col_str(st, 1, c->pool, NULL);
+    c->principal.agent_id = kf_stmt_col_u64(st, 2);
+    int active = (int) kf_stmt_col_i64(st, 3);
+    kf_stmt_done(st);
+    if (!active)
+        return KF_ENOTFOUND;
+    c->principal.role = kf_role_parse(role);
+    c->principal.token_id = token_id;
+    /* last_used_at, at most once a minute per token to keep writes down. */
+    if (kf_db_stmt(c->db, "auth.token_used",
+                   "UPDATE api_token SET last_used_at = NOW(6) WHERE id = ? AND "
+                   "(last_used_at IS NULL OR last_used_at < NOW(6) - INTERVAL 60 SECOND)",
+                   &st, &error) == KF_OK) {
+        kf_stmt_bind_u64(st, 0, token_id);
+        kf_stmt_exec(st, &error);
+    }
+    return KF_OK;
+}
+
+/* A session: valid, not revoked, not expired, not idle too long.  Touches last_seen_at. */
+static int
+session_lookup(kf_call *c, const char *token, const char **csrf_r)
+{
+    char hash[65];
+    kf_stmt *st;
+    const char *error = NULL;
+    int rc;
+
+    kf_auth_token_hash(token, strlen(token), hash);
+    if ((rc = kf_db_stmt(c->db, "auth.session",
+                         "SELECT s.agent_id, a.role, s.csrf_token FROM session s "
+                         "JOIN agent a ON a.id = s.agent_id "
+                         "WHERE s.token_hash = ? AND s.revoked_at IS NULL AND a.active = 1 "
+                         " AND s.expires_at > NOW(6) "
+                         " AND s.last_seen_at > NOW(6) - INTERVAL ? SECOND",
+                         &st, &error)) != KF_OK)
+        return rc;
+    kf_stmt_bind_cstr(st, 0, hash);
+    kf_stmt_bind_u64(st, 1, c->cfg->session_idle);
+    if ((rc = kf_stmt_exec(st, &error)) != KF_OK)
+        return rc;
+    rc = kf_stmt_fetch(st, &error);
+    if (rc != 1) {
+        kf_stmt_done(st);
+        return rc < 0 ? rc : KF_ENOTFOUND;
+    }
+    c->principal.agent_id = kf_stmt_col_u64(st, 0);
+    c->principal.role = kf_role_parse(kf_stmt_col_str(st, 1, c->pool, NULL));
+    *csrf_r = kf_stmt_col_str(st, 2, c->pool, NULL);
+    kf_stmt_done(st);
+    c->principal.session_hash = kf_pool_strdup(c->pool, hash);
+    if (kf_db_stmt(c->db, "auth.session_seen",
+                   "UPDATE session SET last_seen_at = NOW(6) WHERE token_hash = ? AND "
+                   "last_seen_at < NOW(6) - INTERVAL 30 SECOND",
+                   &st, &error) == KF_OK) {
+        kf_stmt_bind_cstr(st, 0, hash);
+        kf_stmt_exec(st, &error);
+    }
+    return KF_OK;
+}
+
+static int
+token_shape_ok(const char *t)
+{
+    size_t n = strlen(t);
+    if (n < 16 || n > 128)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = t[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_' || ch == '.'))
+            return 0;
+    }
+    return 1;
+}
 
 int
 kf_auth_authenticate(kf_call *c)
 {
-    if (c->route->auth == KF_AUTH_PUBLIC)
+    const char *authz = kf_call_header(c, "Authorization");
+    const char *cookie = NULL;
+    int need = required_role(c->route->auth);
+    int rc;
+
+    memset(&c->principal, 0, sizeof(c->principal));
+    /* 1. Credentials: a Bearer token wins over a cookie. */
+    if (authz != NULL && strncasecmp(authz, "Bearer ", 7) == 0) {
+        const char *tok = authz + 7;
+        while (*tok == ' ')
+            tok++;
+        rc = token_shape_ok(tok) ? token_lookup(c, tok) : KF_ENOTFOUND;
+        if (rc == KF_ENOTFOUND)
+            return refuse(c, 401, "unauthorized", "The API token is invalid, expired or revoked.");
+        if (rc != KF_OK)
+            return kf_reply_internal(&c->reply, c, "token lookup failed"), KF_ERR;
+        c->principal.via_token = 1;
+    } else if (c->route->auth != KF_AUTH_TOKEN &&
+               (cookie = cookie_value(c, SESSION_COOKIE)) != NULL && token_shape_ok(cookie)) {
+        const char *csrf = NULL;
+        rc = session_lookup(c, cookie, &csrf);
+        if (rc == KF_ENOTFOUND) {
+            if (c->route->auth == KF_AUTH_PUBLIC)
+                return KF_OK;
+            return refuse(c, 401, "unauthorized", "The session has ended; log in again.");
+        }
+        if (rc != KF_OK)
+            return kf_reply_internal(&c->reply, c, "session lookup failed"), KF_ERR;
+        /* 2. CSRF: every state-changing cookie request echoes the token. */
+        if (c->method & (KF_POST | KF_PUT | KF_PATCH | KF_DELETE)) {
+            const char *sent = kf_call_header(c, "X-CSRF-Token");
+            if (sent == NULL || csrf == NULL ||
+                !kf_memeq_ct(sent, strlen(sent), csrf, strlen(csrf))) {
+                memset(&c->principal, 0, sizeof(c->principal));
+                return refuse(c, 403, "csrf", "Missing or wrong X-CSRF-Token header.");
+            }
+        }
+    }
+    /* 3. Role. */
+    if (need == KF_ROLE_NONE)
         return KF_OK;
-    kf_reply_problem(&c->reply, c, 401, "unauthorized", "Authentication is required.", NULL);
-    return KF_ERR;
+    if (c->principal.role == KF_ROLE_NONE)
+        return refuse(c, 401, "unauthorized", "Authentication is required.");
+    if (c->route->auth == KF_AUTH_TOKEN && !c->principal.via_token)
+        return refuse(c, 403, "forbidden", "This resource takes an API token.");
+    if (c->principal.role < need) {
+        char *detail = kf_pool_printf(c->pool, "This needs the %s role; you are %s.",
+                                      kf_role_name(need), kf_role_name(c->principal.role));
+        return refuse(c, 403, "forbidden", detail);
+    }
+    return KF_OK;
+}
+
+int
+kf_auth_queue_allowed(kf_call *c, uint64_t queue_id, int has_queue)
+{
+    kf_stmt *st;
+    const char *error = NULL;
+    if (c->principal.role >= KF_ROLE_SUPERVISOR)
+        return 1;
+    if (c->principal.role != KF_ROLE_AGENT || !has_queue || c->principal.agent_id == 0)
+        return 0;
+    if (kf_db_stmt(c->db, "auth.queue_member",
+                   "SELECT 1 FROM agent_queue WHERE agent_id = ? AND queue_id = ?", &st,
+                   &error) != KF_OK)
+        return 0;
+    kf_stmt_bind_u64(st, 0, c->principal.agent_id);
+    kf_stmt_bind_u64(st, 1, queue_id);
+    if (kf_stmt_exec(st, &error) != KF_OK)
+        return 0;
+    int ok = kf_stmt_fetch(st, &error) == 1;
+    kf_stmt_done(st);
+    return ok;
 }

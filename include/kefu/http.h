@@ -64,8 +64,11 @@ typedef struct kf_kv {
 } kf_kv;
 
 typedef struct kf_principal {
-    uint64_t agent_id;
-    int role; /* 0 = none, else enum kf_auth role level */
+    uint64_t agent_id;        /* 0 for an API token not bound to an agent */
+    int role;                 /* enum kf_role (kefu/auth.h); 0 = anonymous */
+    int via_token;            /* 1 = API token, 0 = session cookie */
+    uint64_t token_id;        /* the API token's id when via_token */
+    const char *session_hash; /* SHA-256 hex of the session token when via cookie */
 } kf_principal;
 
 struct kf_reply {
