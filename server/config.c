@@ -108,6 +108,8 @@ static const cfg_def defs[] = {
      "least severe level logged"},
     {"log_format", T_ENUM, OFF(log_format), "kv", 0, 0, "kv|json", 0, NULL,
      "log line format: key=value or one JSON object per line"},
+    {"access_log", T_BOOL, OFF(access_log), "1", 0, 1, NULL, 0, NULL,
+     "log one info line per HTTP request (method, path, route, status, duration)"},
     {"session_ttl", T_UINT, OFF(session_ttl), "43200", 60, 2592000, NULL, 0, NULL,
      "seconds an agent session lives at most"},
     {"session_idle", T_UINT, OFF(session_idle), "7200", 60, 2592000, NULL, 0, NULL,

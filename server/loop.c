@@ -137,7 +137,7 @@ reply_send(kf_loop *loop, kf_call *c)
 
     double dur = kf_now_mono() - c->started;
     kf_metrics_http(c->route ? c->route_index : kf_router_count(loop->router), r->status, dur);
-    if (kf_log_level >= KF_LOG_INFO) {
+    if (loop->cfg->access_log && kf_log_level >= KF_LOG_INFO) {
         char path[256];
         kf_printable(path, sizeof(path), c->path, strlen(c->path));
         kf_log(KF_LOG_INFO, "http",

@@ -49,6 +49,7 @@ struct kf_config {
     /* logging */
     char *log_level;
     char *log_format;
+    int access_log;
     /* auth */
     unsigned session_ttl;        /* seconds a session lives at most */
     unsigned session_idle;       /* seconds of inactivity that end a session */

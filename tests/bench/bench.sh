@@ -4,7 +4,8 @@
 # Run on purpose (never by CI); see tests/bench/README.md.
 #
 # Environment: BENCH_DURATION (seconds per run, default 10), BENCH_CONCURRENCY (default "1 8 64"),
-# BENCH_LOG_LEVEL (kefud log_level; default: kefud's default, info).
+# BENCH_LOG_LEVEL (kefud log_level; default: kefud's default, info), BENCH_ACCESS_LOG (1 = keep
+# kefud's per-request access log lines; default 0).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -64,13 +65,15 @@ fi
 cat >"$TMP/kefud.conf" <<EOF
 listen = $LISTEN
 ${BENCH_LOG_LEVEL:+log_level = $BENCH_LOG_LEVEL}
+access_log = ${BENCH_ACCESS_LOG:-0}
 db_socket = $(kf_db_socket "$TMP")
 db_name = kefu
 db_user = kefu
 db_password_file = $TMP/secrets/db_password
 EOF
 "$KEFUD" --config "$TMP/kefud.conf" migrate
-# Default settings (log_level=info, io_threads=2, db_workers=8), as deployed.
+# Default settings (log_level=info, io_threads=2, db_workers=8) except the per-request access
+# log, off unless BENCH_ACCESS_LOG=1: one write(2) per request measures the log, not the server.
 "$KEFUD" --config "$TMP/kefud.conf" serve 2>"$TMP/kefud.log" &
 KEFUD_PID=$!
 
