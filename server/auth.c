@@ -7,6 +7,9 @@
  * compared byte by byte in a way that leaks timing.  The CSRF token is
  * compared in constant time.
  */
+#include <ctype.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -15,6 +18,7 @@
 #include "kefu/auth.h"
 #include "kefu/config.h"
 #include "kefu/db.h"
+#include "kefu/http.h"
 #include "kefu/log.h"
 #include "kefu/pool.h"
 
@@ -51,7 +55,8 @@ kf_auth_hash_password(const char *password, char *hash, size_t hashsz)
     if (hashsz < crypto_pwhash_STRBYTES)
         return KF_EINVAL;
     if (crypto_pwhash_str_alg(hash, password, strlen(password), crypto_pwhash_OPSLIMIT_INTERACTIVE,
-                              crypto_pwhash_MEMLIMIT_INTERACTIVE, crypto_pwhash_ALG_ARGON2ID13) != 0)
+                              crypto_pwhash_MEMLIMIT_INTERACTIVE,
+                              crypto_pwhash_ALG_ARGON2ID13) != 0)
         return KF_ERR;
     return KF_OK;
 }
@@ -72,6 +77,146 @@ kf_auth_new_token(char token[44], char hash_hex[65])
     sodium_bin2base64(token, 44, r, sizeof(r), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     sodium_memzero(r, sizeof(r));
     kf_auth_token_hash(token, strlen(token), hash_hex);
+}
+
+void
+kf_auth_new_csrf(char csrf[44])
+{
+    unsigned char r[32];
+    randombytes_buf(r, sizeof(r));
+    sodium_bin2base64(csrf, 44, r, sizeof(r), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(r, sizeof(r));
+}
+
+static char dummy_hash[crypto_pwhash_STRBYTES];
+static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
+
+/* A hash of a random password with the same parameters as real ones. */
+static void
+dummy_init(void)
+{
+    char pw[33];
+    kf_auth_random_password(pw, sizeof(pw));
+    if (kf_auth_hash_password(pw, dummy_hash, sizeof(dummy_hash)) != KF_OK)
+        kf_panic("cannot hash the dummy password (out of memory?)");
+    sodium_memzero(pw, sizeof(pw));
+}
+
+int
+kf_auth_verify_password(const char *hash, const char *password)
+{
+    /* First call of the process pays for the dummy hash, whichever branch it takes. */
+    pthread_once(&dummy_once, dummy_init);
+    int real = hash != NULL && strncmp(hash, crypto_pwhash_argon2id_STRPREFIX,
+                                       strlen(crypto_pwhash_argon2id_STRPREFIX)) == 0 &&
+               strlen(hash) < crypto_pwhash_STRBYTES;
+    if (!real) {
+        volatile int burn = crypto_pwhash_str_verify(dummy_hash, password, strlen(password));
+        (void) burn;
+        return 0;
+    }
+    return crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
+}
+
+void
+kf_auth_random_password(char *out, size_t n)
+{
+    static const char alphabet[] = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKMNPQRSTUVWXYZ23456789";
+    if (n == 0)
+        return;
+    for (size_t i = 0; i + 1 < n; i++)
+        out[i] = alphabet[randombytes_uniform(sizeof(alphabet) - 1)];
+    out[n - 1] = '\0';
+}
+
+int
+kf_login_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 64 || !isalnum((unsigned char) s[0]))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char) s[i];
+        if (!(isalnum(ch) || ch == '.' || ch == '_' || ch == '@' || ch == '-') || ch >= 0x80)
+            return 0;
+    }
+    return 1;
+}
+
+int
+kf_email_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    const char *at = s ? strrchr(s, '@') : NULL;
+    if (n < 3 || n > 254 || at == NULL || at == s || at[1] == '\0' || strchr(s, '@') != at)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char) s[i];
+        if (ch <= 0x20 || ch == 0x7f || ch == '<' || ch == '>' || ch == ',' || ch == ';' ||
+            ch == '"' || ch == '\\')
+            return 0;
+    }
+    return at[1] != '.' && s[n - 1] != '.';
+}
+
+int
+kf_slug_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+int
+kf_password_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    return n >= 8 && n <= 1024;
+}
+
+int
+kf_auth_revoke_sessions(kf_db *db, uint64_t agent_id, uint64_t *n_r, const char **error_r)
+{
+    kf_stmt *st;
+    int rc;
+    if ((rc = kf_db_stmt(db, "auth.revoke_agent",
+                         "UPDATE session SET revoked_at = NOW(6) "
+                         "WHERE agent_id = ? AND revoked_at IS NULL AND expires_at > NOW(6)",
+                         &st, error_r)) != KF_OK)
+        return rc;
+    kf_stmt_bind_u64(st, 0, agent_id);
+    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+        return rc;
+    if (n_r != NULL)
+        *n_r = kf_stmt_affected(st);
+    return KF_OK;
+}
+
+int
+kf_auth_purge(kf_db *db, const kf_config *cfg, const char **error_r)
+{
+    kf_stmt *st;
+    int rc;
+    if ((rc =
+             kf_db_stmt(db, "auth.purge_sessions",
+                        "DELETE FROM session WHERE expires_at < NOW(6) - INTERVAL 1 DAY LIMIT 1000",
+                        &st, error_r)) != KF_OK ||
+        (rc = kf_stmt_exec(st, error_r)) != KF_OK)
+        return rc;
+    if ((rc = kf_db_stmt(
+             db, "auth.purge_throttle",
+             "DELETE FROM login_throttle WHERE window_start < NOW(6) - INTERVAL ? SECOND "
+             "AND (locked_until IS NULL OR locked_until < NOW(6)) LIMIT 1000",
+             &st, error_r)) != KF_OK)
+        return rc;
+    kf_stmt_bind_u64(st, 0, cfg->login_window);
+    return kf_stmt_exec(st, error_r);
 }
 
 /* Minimum role for a route's auth class. */
@@ -96,22 +241,40 @@ refuse(kf_call *c, int status, const char *code, const char *detail)
     return KF_ERR;
 }
 
-/* Value of cookie name in a Cookie header, copied into the pool, or NULL. */
-static const char *
-cookie_value(kf_call *c, const char *name)
+const char *
+kf_cookie_get(const char *header, const char *name, size_t *len_r)
 {
-    const char *h = kf_call_header(c, "Cookie");
+    const char *h = header;
     size_t nl = strlen(name);
     while (h != NULL && *h) {
-        while (*h == ' ' || *h == ';')
+        while (*h == ' ' || *h == '\t' || *h == ';')
             h++;
         const char *semi = strchr(h, ';');
         size_t len = semi ? (size_t) (semi - h) : strlen(h);
-        if (len > nl && h[nl] == '=' && strncmp(h, name, nl) == 0)
-            return kf_pool_strndup(c->pool, h + nl + 1, len - nl - 1);
+        if (len > nl && h[nl] == '=' && strncmp(h, name, nl) == 0) {
+            const char *v = h + nl + 1;
+            size_t vl = len - nl - 1;
+            while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+                vl--;
+            if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') { /* RFC 6265 quoted value */
+                v++;
+                vl -= 2;
+            }
+            *len_r = vl;
+            return v;
+        }
         h = semi;
     }
     return NULL;
+}
+
+/* Value of cookie name in the request's Cookie header, copied into the pool, or NULL. */
+static const char *
+cookie_value(kf_call *c, const char *name)
+{
+    size_t len = 0;
+    const char *v = kf_cookie_get(kf_call_header(c, "Cookie"), name, &len);
+    return v ? kf_pool_strndup(c->pool, v, len) : NULL;
 }
 
 static int
@@ -225,26 +388,36 @@ kf_auth_authenticate(kf_call *c)
     int rc;
 
     memset(&c->principal, 0, sizeof(c->principal));
+    if (c->db == NULL) { /* an inline route: no database on the I/O thread */
+        if (c->route->auth == KF_AUTH_PUBLIC)
+            return KF_OK;
+        return kf_reply_internal(&c->reply, c, "inline route needs authentication"), KF_ERR;
+    }
     /* 1. Credentials: a Bearer token wins over a cookie. */
     if (authz != NULL && strncasecmp(authz, "Bearer ", 7) == 0) {
         const char *tok = authz + 7;
         while (*tok == ' ')
             tok++;
         rc = token_shape_ok(tok) ? token_lookup(c, tok) : KF_ENOTFOUND;
+        if (rc != KF_OK && c->route->auth == KF_AUTH_PUBLIC) {
+            memset(&c->principal, 0, sizeof(c->principal)); /* public: go on as anonymous */
+            return KF_OK;
+        }
         if (rc == KF_ENOTFOUND)
             return refuse(c, 401, "unauthorized", "The API token is invalid, expired or revoked.");
         if (rc != KF_OK)
             return kf_reply_internal(&c->reply, c, "token lookup failed"), KF_ERR;
         c->principal.via_token = 1;
-    } else if (c->route->auth != KF_AUTH_TOKEN &&
-               (cookie = cookie_value(c, SESSION_COOKIE)) != NULL && token_shape_ok(cookie)) {
+    } else if ((cookie = cookie_value(c, SESSION_COOKIE)) != NULL && token_shape_ok(cookie)) {
+        /* Read on token-only routes too, so a logged-in agent gets 403 there, not 401. */
         const char *csrf = NULL;
         rc = session_lookup(c, cookie, &csrf);
-        if (rc == KF_ENOTFOUND) {
-            if (c->route->auth == KF_AUTH_PUBLIC)
-                return KF_OK;
-            return refuse(c, 401, "unauthorized", "The session has ended; log in again.");
+        if (rc != KF_OK && c->route->auth == KF_AUTH_PUBLIC) {
+            memset(&c->principal, 0, sizeof(c->principal));
+            return KF_OK;
         }
+        if (rc == KF_ENOTFOUND)
+            return refuse(c, 401, "unauthorized", "The session has ended; log in again.");
         if (rc != KF_OK)
             return kf_reply_internal(&c->reply, c, "session lookup failed"), KF_ERR;
         /* 2. CSRF: every state-changing cookie request echoes the token. */
@@ -253,6 +426,8 @@ kf_auth_authenticate(kf_call *c)
             if (sent == NULL || csrf == NULL ||
                 !kf_memeq_ct(sent, strlen(sent), csrf, strlen(csrf))) {
                 memset(&c->principal, 0, sizeof(c->principal));
+                if (c->route->auth == KF_AUTH_PUBLIC)
+                    return KF_OK; /* e.g. logging in again: go on as anonymous */
                 return refuse(c, 403, "csrf", "Missing or wrong X-CSRF-Token header.");
             }
         }
@@ -292,4 +467,65 @@ kf_auth_queue_allowed(kf_call *c, uint64_t queue_id, int has_queue)
     int ok = kf_stmt_fetch(st, &error) == 1;
     kf_stmt_done(st);
     return ok;
+}
+
+/* "1,5,9" (GROUP_CONCAT) -> [1,5,9] */
+static json_t *
+id_list_json(const char *s)
+{
+    json_t *a = json_array();
+    while (s != NULL && *s) {
+        char *end = NULL;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (end == s)
+            break;
+        json_array_append_new(a, json_integer((json_int_t) v));
+        s = *end == ',' ? end + 1 : end;
+    }
+    return a;
+}
+
+json_t *
+kf_agent_row_json(kf_stmt *st, kf_pool *pool)
+{
+    char *skills_text = kf_stmt_col_str(st, 7, pool, NULL);
+    json_t *skills = skills_text ? json_loads(skills_text, 0, NULL) : NULL;
+    if (!json_is_array(skills)) {
+        json_decref(skills);
+        skills = json_array();
+    }
+    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:o, s:b, s:s?, s:s?, s:o}",
+                     "id", (json_int_t) kf_stmt_col_u64(st, 0),
+                     "login", kf_stmt_col_str(st, 1, pool, NULL),
+                     "display_name", kf_stmt_col_str(st, 2, pool, NULL),
+                     "email", kf_stmt_col_str(st, 3, pool, NULL),
+                     "role", kf_stmt_col_str(st, 4, pool, NULL),
+                     "presence", kf_stmt_col_str(st, 5, pool, NULL),
+                     "capacity", (json_int_t) kf_stmt_col_u64(st, 6),
+                     "skills", skills,
+                     "active", (int) kf_stmt_col_i64(st, 8),
+                     "created_at", kf_stmt_col_str(st, 9, pool, NULL),
+                     "updated_at", kf_stmt_col_str(st, 10, pool, NULL),
+                     "queue_ids", id_list_json(kf_stmt_col_str(st, 11, pool, NULL)));
+}
+
+int
+kf_agent_get(kf_db *db, kf_pool *pool, uint64_t id, json_t **agent_r, const char **error_r)
+{
+    kf_stmt *st;
+    int rc;
+    *agent_r = NULL;
+    if ((rc = kf_db_stmt(db, "agent.get", "SELECT " KF_AGENT_COLUMNS " FROM agent a WHERE a.id = ?",
+                         &st, error_r)) != KF_OK)
+        return rc;
+    kf_stmt_bind_u64(st, 0, id);
+    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+        return rc;
+    rc = kf_stmt_fetch(st, error_r);
+    if (rc == 1)
+        *agent_r = kf_agent_row_json(st, pool);
+    kf_stmt_done(st);
+    if (rc < 0)
+        return rc;
+    return rc == 1 ? KF_OK : KF_ENOTFOUND;
 }

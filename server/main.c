@@ -55,9 +55,12 @@ print_routes(const kf_config *cfg)
             if ((r->flags & KF_ROUTE_DEBUG) && !cfg->debug_routes)
                 continue;
             kf_methods_str(r->methods, methods, sizeof(methods));
-            for (char *p = methods; *p; p++)
-                if (*p == ' ')
-                    *p = ',';
+            /* "GET, HEAD" -> "GET,HEAD": one field per route line. */
+            char *w = methods;
+            for (const char *p = methods; *p; p++)
+                if (*p != ' ')
+                    *w++ = *p;
+            *w = '\0';
             printf("%s %s %s %zu\n", methods, r->pattern, auth[r->auth], r->max_body);
         }
     return 0;

@@ -24,6 +24,7 @@ struct route_m {
 };
 
 static struct route_m *routes;
+static unsigned *slot_of;  /* route index -> counter slot (routes sharing a name share one) */
 static unsigned n_routes; /* routes[n_routes] is "unmatched" */
 static atomic_long inflight, queue_depth, workers_busy, workers_total;
 static struct {
@@ -36,18 +37,31 @@ void
 kf_metrics_init(const char *const *names, unsigned n)
 {
     free(routes);
+    free(slot_of);
     routes = kf_xcalloc(n + 1, sizeof(*routes));
+    slot_of = kf_xcalloc(n + 1, sizeof(*slot_of));
     n_routes = n;
-    for (unsigned i = 0; i < n; i++)
+    for (unsigned i = 0; i < n; i++) {
         routes[i].name = names[i];
+        slot_of[i] = i;
+        /* One series per route name: GET and POST of one pattern are one route. */
+        for (unsigned j = 0; j < i; j++)
+            if (strcmp(names[j], names[i]) == 0) {
+                slot_of[i] = slot_of[j];
+                break;
+            }
+    }
     routes[n].name = "unmatched";
+    slot_of[n] = n;
 }
 
 void
 kf_metrics_shutdown(void)
 {
     free(routes);
+    free(slot_of);
     routes = NULL;
+    slot_of = NULL;
     n_routes = 0;
 }
 
@@ -58,7 +72,7 @@ kf_metrics_http(unsigned ri, int status, double seconds)
         return;
     if (ri > n_routes)
         ri = n_routes;
-    struct route_m *r = &routes[ri];
+    struct route_m *r = &routes[slot_of[ri]];
     if (status >= 100 && status < 600)
         atomic_fetch_add(&r->status[status - 100], 1);
     unsigned b = 0;
@@ -134,7 +148,7 @@ kf_metrics_render(kf_str *out)
     kf_str_puts(out, "# HELP kefu_http_requests_total HTTP requests by route and status.\n"
                      "# TYPE kefu_http_requests_total counter\n");
     for (unsigned i = 0; routes && i <= n_routes; i++)
-        for (int s = 0; s < N_STATUS; s++) {
+        for (int s = 0; s < N_STATUS && slot_of[i] == i; s++) {
             unsigned long v = atomic_load(&routes[i].status[s]);
             if (v == 0)
                 continue;
@@ -146,7 +160,7 @@ kf_metrics_render(kf_str *out)
                      "# TYPE kefu_http_request_duration_seconds histogram\n");
     for (unsigned i = 0; routes && i <= n_routes; i++) {
         unsigned long count = atomic_load(&routes[i].count), cum = 0;
-        if (count == 0)
+        if (count == 0 || slot_of[i] != i)
             continue;
         for (unsigned b = 0; b <= kf_metrics_n_buckets; b++) {
             cum += atomic_load(&routes[i].bucket[b]);

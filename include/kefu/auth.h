@@ -39,5 +39,57 @@ int kf_auth_hash_password(const char *password, char *hash, size_t hashsz);
 void kf_auth_new_token(char token[44], char hash_hex[65]);
 /** SHA-256 hex of a presented token. */
 void kf_auth_token_hash(const char *token, size_t len, char hash_hex[65]);
+/** New CSRF token: base64url of 32 random bytes (43 characters). */
+void kf_auth_new_csrf(char csrf[44]);
+/**
+ * 1 when password matches the argon2id hash string.  A NULL, empty or
+ * malformed hash is checked against a built-in dummy hash instead (and
+ * fails), so an unknown login costs the same time as a wrong password.
+ * Slow on purpose: never call it inside a transaction.
+ */
+int kf_auth_verify_password(const char *hash, const char *password);
+/** Random password of n - 1 characters from an unambiguous alphabet (NUL-terminated). */
+void kf_auth_random_password(char *out, size_t n);
+
+/*
+ * Validators (1 = ok).  login: 1..64 of [A-Za-z0-9._@-], starting with a
+ * letter or digit; email: 3..254 bytes, local@domain, no spaces or control
+ * characters; slug: 1..64 of [a-z0-9_-]; password: 8..1024 bytes.
+ */
+int kf_login_ok(const char *s);
+int kf_email_ok(const char *s);
+int kf_slug_ok(const char *s);
+int kf_password_ok(const char *s);
+
+/**
+ * Value of the cookie called name in a Cookie header: a pointer into
+ * header (borrowed) and its length in *len_r, or NULL when absent.
+ */
+const char *kf_cookie_get(const char *header, const char *name, size_t *len_r);
+
+/** Revoke every live session of agent_id (inside the caller's transaction). */
+int kf_auth_revoke_sessions(kf_db *db, uint64_t agent_id, uint64_t *n_r, const char **error_r);
+/**
+ * Forget sessions that ended a day ago and login_throttle rows whose window
+ * and lockout are over (for a periodic maintenance job).
+ */
+int kf_auth_purge(kf_db *db, const kf_config *cfg, const char **error_r);
+
+/*
+ * Agents as JSON ({id, login, display_name, email, role, presence, capacity,
+ * skills, active, created_at, updated_at, queue_ids}).  A statement that
+ * selects KF_AGENT_COLUMNS (from `agent a`) first is mapped by
+ * kf_agent_row_json() (new reference).
+ */
+#define KF_TIME_SQL(col) "DATE_FORMAT(" col ", '%Y-%m-%dT%H:%i:%s.%fZ')"
+#define KF_AGENT_COLUMNS                                                                           \
+    "a.id, a.login, a.display_name, a.email, a.role, a.presence, a.capacity, a.skills, a.active, " \
+    KF_TIME_SQL("a.created_at") ", " KF_TIME_SQL("a.updated_at") ", "                            \
+    "(SELECT GROUP_CONCAT(aq.queue_id ORDER BY aq.queue_id) FROM agent_queue aq "                \
+    "WHERE aq.agent_id = a.id)"
+#define KF_AGENT_NCOLUMNS 12
+json_t *kf_agent_row_json(kf_stmt *st, kf_pool *pool);
+/** One agent by id; KF_ENOTFOUND when there is none. */
+int kf_agent_get(kf_db *db, kf_pool *pool, uint64_t id, json_t **agent_r, const char **error_r);
 
 #endif /* KEFU_AUTH_H */
