@@ -205,6 +205,12 @@ kf_db_destroy(kf_db **pdb)
     *pdb = NULL;
 }
 
+const kf_config *
+kf_db_config(const kf_db *db)
+{
+    return db->cfg;
+}
+
 int
 kf_db_connected(const kf_db *db)
 {

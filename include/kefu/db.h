@@ -27,6 +27,8 @@ int kf_db_connect(kf_db *db, const char **error_r);
 int kf_db_connected(const kf_db *db);
 /** Drop the connection (next use reconnects). */
 void kf_db_disconnect(kf_db *db);
+/** The configuration the connection was created with (limits for domain code). */
+const kf_config *kf_db_config(const kf_db *db);
 /** Run one statement without parameters or results (DDL, SET, locks). */
 int kf_db_exec_sql(kf_db *db, const char *sql, size_t len, const char **error_r);
 /** Last reason text copied out of the client library (per connection). */

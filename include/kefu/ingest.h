@@ -76,4 +76,13 @@ typedef struct kf_ingest_result {
 
 int kf_ingest(kf_db *db, const kf_inbound *in, kf_ingest_result *res, const char **error_r);
 
+/*
+ * The same, inside a transaction the caller already runs with kf_tx_run()
+ * (the API adds tags to the new ticket in the same transaction).  Errors:
+ * KF_EINVAL with "field: detail" in *error_r (nothing written); KF_ENOTFOUND
+ * for an explicit ticket_id that does not exist; KF_ERETRY (let kf_tx_run
+ * run the whole body again); KF_EDB.
+ */
+int kf_ingest_tx(kf_db *db, const kf_inbound *in, kf_ingest_result *res, const char **error_r);
+
 #endif /* KEFU_INGEST_H */
