@@ -2,6 +2,18 @@
  * loop.c - the I/O threads: each runs an event_base with its own evhttp on
  * the shared listening socket, turns requests into kf_calls, hands them to
  * the workers and sends the replies that come back.  Nothing here blocks.
+ *
+ * Streams (routes marked KF_ROUTE_STREAM, i.e. Server-Sent Events): the
+ * handler authenticates and authorizes on a worker like any other; when it
+ * answers 200 with a prepared stream, the loop starts a chunked reply
+ * instead of a complete one and keeps the request.  The loop's SSE hub
+ * (server/sse.c, a thread with its own MariaDB connection) tails the event
+ * log and wakes the loop when a stream has text; the loop writes it while
+ * the client keeps up (less than half of sse_max_buffer unsent), sends
+ * heartbeat comments, cuts off a client that takes nothing for two
+ * heartbeats in a row, notices a hang-up at once (close callback), and
+ * ends every stream as soon as the server starts to stop.  A stream counts
+ * as in flight until it ends.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,6 +28,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -26,6 +39,28 @@
 #include "kefu/log.h"
 #include "kefu/metrics.h"
 #include "kefu/pool.h"
+#include "kefu/server.h"
+#include "sse.h"
+
+/* A live chunked reply (I/O thread only). */
+struct stream {
+    kf_loop *loop;
+    struct stream *prev, *next;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    kf_sse_sub *sub;
+    unsigned route_index;
+    double started;
+    size_t sent;
+    size_t stalled_len;      /* unsent output at the last heartbeat, when over the mark */
+    unsigned stalled_beats;  /* heartbeats in a row the client took nothing */
+    char request_id[65];
+    char who[96];
+    char peer[64];
+};
+
+/* Why a stream ends; decides what happens to the request and the connection. */
+enum stream_end { STREAM_FINISH, STREAM_CUT, STREAM_GONE };
 
 struct kf_loop {
     kf_server *srv;
@@ -40,6 +75,12 @@ struct kf_loop {
     kf_call *done;
     pthread_t thread;
     int running;
+    /* streams */
+    struct stream *streams;
+    unsigned n_streams;
+    kf_sse_hub *hub;
+    struct event *sse_ev, *heartbeat_ev;
+    struct evbuffer *scratch;
 };
 
 double
@@ -150,6 +191,255 @@ reply_send(kf_loop *loop, kf_call *c)
 }
 
 static void
+reply_now(kf_loop *loop, kf_call *c, int status, const char *code, const char *detail);
+
+/* ---- streams (Server-Sent Events) ---- */
+
+static void
+stream_end(struct stream *s, enum stream_end how, const char *why)
+{
+    kf_loop *loop = s->loop;
+    double dur = kf_now_mono() - s->started;
+
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        loop->streams = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    loop->n_streams--;
+    kf_sse_unsubscribe(loop->hub, &s->sub);
+    kf_sse_slot_release();
+
+    switch (how) {
+    case STREAM_FINISH:
+        /* The final chunk goes out, then evhttp closes (Connection: close). */
+        evhttp_connection_set_closecb(s->evcon, NULL, NULL);
+        evhttp_send_reply_end(s->req);
+        break;
+    case STREAM_CUT: {
+        /* Drop what the client did not read, here and in the kernel (an
+         * abortive close: RST, no orphaned socket holding the send queue);
+         * frees the request with the connection. */
+        struct linger lg = {1, 0};
+        evutil_socket_t fd = bufferevent_getfd(evhttp_connection_get_bufferevent(s->evcon));
+        if (fd >= 0)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        evhttp_connection_set_closecb(s->evcon, NULL, NULL);
+        evhttp_connection_free(s->evcon);
+        break;
+    }
+    case STREAM_GONE:
+        /* From the close callback.  A request evhttp detached from its dead
+         * connection is ours to free; an attached one evhttp frees itself. */
+        if (evhttp_request_get_connection(s->req) == NULL)
+            evhttp_request_free(s->req);
+        break;
+    }
+    kf_metrics_http(s->route_index, 200, dur);
+    kf_log(KF_LOG_INFO, "http",
+           "req=%s event=stream-end reason=%s who=\"%s\" sent=%zu dur_ms=%.0f peer=%s streams=%u",
+           s->request_id, why, s->who, s->sent, dur * 1000.0, s->peer, loop->n_streams);
+    free(s);
+    kf_server_inflight(loop->srv, -1);
+}
+
+static void
+on_stream_closed(struct evhttp_connection *evcon, void *arg)
+{
+    struct stream *s = arg;
+    (void) evcon;
+    stream_end(s, STREAM_GONE, "client-gone");
+}
+
+static size_t
+stream_unsent(const struct stream *s)
+{
+    return evbuffer_get_length(bufferevent_get_output(evhttp_connection_get_bufferevent(s->evcon)));
+}
+
+/* evhttp wrote out everything queued on a stream's connection: there may be room for more. */
+static void
+on_stream_drained(struct evhttp_connection *evcon, void *arg)
+{
+    struct stream *s = arg;
+    (void) evcon;
+    event_active(s->loop->sse_ev, EV_READ, 0); /* pull outside evhttp's callback */
+}
+
+/* Send text as one chunk.  Returns 0 when the stream was cut off instead
+ * (a single message larger than sse_max_buffer). */
+static int
+stream_write(struct stream *s, const char *text, size_t len)
+{
+    kf_loop *loop = s->loop;
+
+    evbuffer_add(loop->scratch, text, len);
+    evhttp_send_reply_chunk_with_cb(s->req, loop->scratch, on_stream_drained, s);
+    evbuffer_drain(loop->scratch, evbuffer_get_length(loop->scratch));
+    s->sent += len;
+    if (stream_unsent(s) > loop->cfg->sse_max_buffer) {
+        stream_end(s, STREAM_CUT, "slow-client");
+        return 0;
+    }
+    return 1;
+}
+
+/*
+ * Move what the hub has for this stream onto the connection, while the
+ * connection has less than half of sse_max_buffer unsent.  Otherwise the
+ * text waits in the hub, which stops adding at its own cap: the stream
+ * falls behind and is caught up from the database once the client reads
+ * again.  Memory per stream stays bounded either way.
+ */
+static void
+stream_pull(struct stream *s)
+{
+    kf_str text = KF_STR_INIT;
+    if (stream_unsent(s) >= s->loop->cfg->sse_max_buffer / 2)
+        return;
+    if (kf_sse_take(s->loop->hub, s->sub, &text) > 0)
+        stream_write(s, text.ptr, text.len);
+    kf_str_free(&text);
+}
+
+/* Hub thread: some stream of this loop has text waiting. */
+static void
+on_sse_wake(void *arg)
+{
+    kf_loop *loop = arg;
+    event_active(loop->sse_ev, EV_READ, 0);
+}
+
+static void
+on_sse_ready(evutil_socket_t fd, short what, void *arg)
+{
+    kf_loop *loop = arg;
+    struct stream *s, *next;
+    (void) fd;
+    (void) what;
+    for (s = loop->streams; s != NULL; s = next) {
+        next = s->next;
+        stream_pull(s);
+    }
+}
+
+/*
+ * Every sse_heartbeat seconds: a comment on idle streams (keeps proxies
+ * from timing out), a pull on the others, and the slow-client check: a
+ * client that took nothing of more than half of sse_max_buffer over two
+ * heartbeats in a row is cut off.
+ */
+static void
+on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+    static const char ping[] = ": ping\n\n";
+    kf_loop *loop = arg;
+    struct stream *s, *next;
+    (void) fd;
+    (void) what;
+    for (s = loop->streams; s != NULL; s = next) {
+        size_t unsent = stream_unsent(s);
+        next = s->next;
+        if (unsent >= loop->cfg->sse_max_buffer / 2) {
+            s->stalled_beats = s->stalled_len != 0 && unsent >= s->stalled_len
+                                   ? s->stalled_beats + 1 : 1;
+            s->stalled_len = unsent;
+            if (s->stalled_beats >= 2)
+                stream_end(s, STREAM_CUT, "slow-client");
+            continue;
+        }
+        s->stalled_beats = 0;
+        s->stalled_len = 0;
+        if (unsent == 0 && stream_write(s, ping, sizeof(ping) - 1) == 0)
+            continue;
+        stream_pull(s);
+    }
+}
+
+/* End every stream of this loop (the server is stopping). */
+static void
+streams_finish(kf_loop *loop, const char *why)
+{
+    while (loop->streams != NULL)
+        stream_end(loop->streams, STREAM_FINISH, why);
+}
+
+/*
+ * A stream route's handler said yes: turn the call into a chunked reply
+ * that stays open, subscribe it to the loop's hub, free the call.  The
+ * request stays in flight until stream_end().
+ */
+static void
+stream_start(kf_loop *loop, kf_call *c)
+{
+    const kf_config *cfg = loop->cfg;
+    const kf_sse_spec *spec = c->_stream;
+    struct evhttp_request *req = c->_req;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    struct timeval wtv = {(time_t) cfg->http_timeout, 0};
+    struct bufferevent *bev;
+    struct stream *s;
+
+    if (kf_server_stopping() || evcon == NULL) {
+        kf_reply_header(&c->reply, c, "Retry-After", "1");
+        reply_now(loop, c, 503, "shutting-down", "The server is shutting down; retry.");
+        return;
+    }
+    if (!kf_sse_slot_take(cfg->sse_max_clients)) {
+        char *detail = kf_pool_printf(c->pool, "This server already serves %u event streams; "
+                                      "retry later.", cfg->sse_max_clients);
+        kf_reply_header(&c->reply, c, "Retry-After", "5");
+        reply_now(loop, c, 503, "too-many-streams", detail);
+        return;
+    }
+    evhttp_add_header(h, "Content-Type", "text/event-stream; charset=utf-8");
+    evhttp_add_header(h, "X-Request-Id", c->request_id);
+    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    evhttp_add_header(h, "X-Accel-Buffering", "no"); /* nginx: pass events through at once */
+    evhttp_add_header(h, "Connection", "close");
+    for (unsigned i = 0; i < c->reply.n_headers; i++)
+        evhttp_add_header(h, c->reply.headers[i].key, c->reply.headers[i].value);
+    evhttp_send_reply_start(req, 200, "OK");
+
+    s = kf_xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->req = req;
+    s->evcon = evcon;
+    s->route_index = c->route_index;
+    s->started = c->started;
+    snprintf(s->request_id, sizeof(s->request_id), "%s", c->request_id);
+    snprintf(s->who, sizeof(s->who), "%s", spec->who ? spec->who : "-");
+    snprintf(s->peer, sizeof(s->peer), "%s", c->peer);
+
+    /* No read timeout (the client sends nothing more), but keep reading a
+     * little so a hang-up is noticed at once; a client that stops reading
+     * still meets the write timeout. */
+    evhttp_connection_set_closecb(evcon, on_stream_closed, s);
+    bev = evhttp_connection_get_bufferevent(evcon);
+    bufferevent_set_timeouts(bev, NULL, &wtv);
+    bufferevent_setwatermark(bev, EV_READ, 0, 4096);
+    bufferevent_enable(bev, EV_READ);
+
+    if (loop->hub == NULL)
+        loop->hub = kf_sse_hub_create(cfg, on_sse_wake, loop);
+    s->sub = kf_sse_subscribe(loop->hub, spec);
+    s->next = loop->streams;
+    if (loop->streams != NULL)
+        loop->streams->prev = s;
+    loop->streams = s;
+    loop->n_streams++;
+    kf_log(KF_LOG_INFO, "http",
+           "req=%s event=stream-start route=\"%s\" who=\"%s\" after=%llu peer=%s streams=%u",
+           c->request_id, c->route->name ? c->route->name : c->route->pattern, s->who,
+           (unsigned long long) spec->after, c->peer, loop->n_streams);
+    stream_write(s, c->reply.body, c->reply.body_len);
+    kf_call_destroy(&c);
+}
+
+static void
 on_calls_done(evutil_socket_t fd, short what, void *arg)
 {
     kf_loop *loop = arg;
@@ -164,7 +454,11 @@ on_calls_done(evutil_socket_t fd, short what, void *arg)
     /* The list is LIFO; order across requests does not matter. */
     for (; c != NULL; c = next) {
         next = c->_next;
-        reply_send(loop, c);
+        if (c->route != NULL && (c->route->flags & KF_ROUTE_STREAM) && c->_stream != NULL &&
+            c->reply.status == 200 && c->method != KF_HEAD)
+            stream_start(loop, c);
+        else
+            reply_send(loop, c);
     }
 }
 
@@ -292,6 +586,8 @@ on_stop_accepting(evutil_socket_t fd, short what, void *arg)
         evhttp_del_accept_socket(loop->http, loop->bound); /* closes our dup of the socket */
         loop->bound = NULL;
     }
+    /* Streams never finish by themselves: end them so the drain can. */
+    streams_finish(loop, "shutdown");
 }
 
 static void
@@ -341,6 +637,11 @@ kf_loop_create(kf_server *srv, unsigned id, int listen_fd, char *err, size_t err
     loop->done_ev = event_new(loop->base, -1, 0, on_calls_done, loop);
     loop->stop_accept_ev = event_new(loop->base, -1, 0, on_stop_accepting, loop);
     loop->exit_ev = event_new(loop->base, -1, 0, on_exit_loop, loop);
+    loop->sse_ev = event_new(loop->base, -1, 0, on_sse_ready, loop);
+    loop->heartbeat_ev = event_new(loop->base, -1, EV_PERSIST, on_heartbeat, loop);
+    loop->scratch = evbuffer_new();
+    struct timeval hb = {(time_t) cfg->sse_heartbeat, 0};
+    event_add(loop->heartbeat_ev, &hb);
     return loop;
 }
 
@@ -387,6 +688,13 @@ kf_loop_destroy(kf_loop **pl)
     kf_loop_exit(loop);
     if (loop->http)
         evhttp_free(loop->http); /* closes connections; pending requests are freed */
+    kf_sse_hub_destroy(&loop->hub); /* after evhttp_free: closing a stream unsubscribes */
+    if (loop->sse_ev)
+        event_free(loop->sse_ev);
+    if (loop->heartbeat_ev)
+        event_free(loop->heartbeat_ev);
+    if (loop->scratch)
+        evbuffer_free(loop->scratch);
     if (loop->done_ev)
         event_free(loop->done_ev);
     if (loop->stop_accept_ev)

@@ -43,7 +43,8 @@ struct kf_server {
 
 const kf_route *const kf_all_route_tables[] = {
     kf_health_routes, kf_debug_routes,    kf_auth_routes,  kf_ticket_routes,  kf_customer_routes,
-    kf_admin_routes,  kf_attachment_routes, kf_event_routes, kf_openapi_routes, NULL,
+    kf_admin_routes,  kf_attachment_routes, kf_event_routes, kf_openapi_routes, kf_outbox_routes,
+    NULL,
 };
 
 static atomic_int server_stopping;
@@ -190,8 +191,10 @@ maintenance_tick(kf_job *job, kf_db *db, const char **error_r)
 {
     int held = 0, rc;
     kf_stmt *st;
-    (void) job;
     if ((rc = kf_job_lease(db, "maintenance", 120, &held, error_r)) != KF_OK || !held)
+        return rc;
+    /* Ended sessions and stale login-throttle rows. */
+    if ((rc = kf_auth_purge(db, job->arg, error_r)) != KF_OK)
         return rc;
     if ((rc = kf_db_stmt(db, "instance.forget",
                          "DELETE FROM kefu_instance WHERE last_seen_at < NOW(6) - INTERVAL 1 DAY",
@@ -240,7 +243,8 @@ kf_server_create(const kf_config *cfg, const void *migrations, char *err, size_t
     srv->workers = kf_workers_create(cfg, cfg->db_workers, cfg->work_queue_max);
     srv->sched = kf_scheduler_create(cfg);
     srv->jobs[0] = (kf_job){.name = "instance-heartbeat", .period_ms = 10000, .tick = heartbeat_tick};
-    srv->jobs[1] = (kf_job){.name = "maintenance", .period_ms = 60000, .tick = maintenance_tick};
+    srv->jobs[1] = (kf_job){.name = "maintenance", .period_ms = 60000, .tick = maintenance_tick,
+                            .arg = (void *) cfg};
     kf_scheduler_add(srv->sched, &srv->jobs[0]);
     kf_scheduler_add(srv->sched, &srv->jobs[1]);
     kf_outbox_jobs_add(srv->sched, cfg);

@@ -42,6 +42,9 @@ enum kf_auth {
 enum kf_route_flags {
     KF_ROUTE_INLINE = 1 << 0, /* run on the I/O thread: no DB, no blocking, cheap */
     KF_ROUTE_DEBUG = 1 << 1,  /* only registered when debug_routes is on */
+    KF_ROUTE_STREAM = 1 << 2, /* the handler authorizes on a worker; a 200 reply that carries
+                                 a prepared stream (c->_stream) then becomes a long-lived
+                                 chunked reply fed by the I/O thread (SSE, server/loop.c) */
 };
 
 typedef int kf_handler(kf_call *c, kf_reply *out);
@@ -105,6 +108,7 @@ struct kf_call {
     void *_req;
     kf_loop *_loop;
     kf_call *_next;
+    void *_stream;        /* KF_ROUTE_STREAM: what the handler prepared (server/sse.h) */
 };
 
 /* Path parameter by name, or NULL. */

@@ -19,6 +19,7 @@ extern const kf_route kf_admin_routes[];     /* h_admin.c: agents, queues, token
 extern const kf_route kf_attachment_routes[];/* h_attachments.c: upload, download */
 extern const kf_route kf_event_routes[];     /* h_events.c: events paging + SSE */
 extern const kf_route kf_openapi_routes[];   /* h_openapi.c: /api/v1/openapi.json */
+extern const kf_route kf_outbox_routes[];    /* h_outbox.c: outbox list, retry (+ debug) */
 
 /* Every route table above, in registration order, NULL-terminated. */
 extern const kf_route *const kf_all_route_tables[];
