@@ -7,44 +7,10 @@
 
 #include "kefu/attachment.h"
 #include "kefu/pool.h"
+#include "kefu/utf8.h"
 
 /* ---- sniffing ---- */
 
-/* Length of the UTF-8 sequence at p (valid, shortest form), its code point in *cp; 0 if invalid. */
-static size_t
-utf8_seq(const unsigned char *p, size_t left, unsigned *cp_r)
-{
-    unsigned char c = p[0];
-    size_t n;
-    unsigned cp;
-    if (c < 0x80) {
-        *cp_r = c;
-        return 1;
-    } else if ((c & 0xE0) == 0xC0) {
-        n = 2;
-        cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-        n = 3;
-        cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n > left)
-        return 0;
-    for (size_t k = 1; k < n; k++) {
-        if ((p[k] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[k] & 0x3F);
-    }
-    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-        return 0;
-    *cp_r = cp;
-    return n;
-}
 
 static int
 starts(const unsigned char *d, size_t len, const char *magic, size_t n)
@@ -70,7 +36,7 @@ kf_attachment_sniff(const unsigned char *d, size_t len)
         return "application/octet-stream";
     for (size_t i = 0; i < len;) {
         unsigned cp;
-        size_t n = utf8_seq(d + i, len - i, &cp);
+        size_t n = kf_utf8_seq(d + i, len - i, &cp);
         if (n == 0 || (cp < 0x20 && cp != '\t' && cp != '\n' && cp != '\r' && cp != '\f') ||
             cp == 0x7f)
             return "application/octet-stream";
@@ -105,7 +71,7 @@ kf_attachment_filename_clean(kf_pool *pool, const char *name)
     /* 1. Valid, harmless characters only. */
     for (size_t i = 0; i < len;) {
         unsigned cp;
-        size_t n = utf8_seq((const unsigned char *) base + i, len - i, &cp);
+        size_t n = kf_utf8_seq((const unsigned char *) base + i, len - i, &cp);
         starts_at[chars++] = o;
         if (n == 0 || bad_cp(cp)) {
             out[o++] = '_';

@@ -8,52 +8,12 @@
 
 #include "kefu/http.h"
 #include "kefu/pool.h"
+#include "kefu/utf8.h"
 
 static void
 decref_cleanup(void *arg)
 {
     json_decref(arg);
-}
-
-/* Valid UTF-8 without NUL bytes (jansson accepts \u0000 escapes). */
-static int
-utf8_ok(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *) s;
-    for (size_t i = 0; i < len;) {
-        unsigned char c = p[i];
-        size_t n;
-        unsigned cp;
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            n = 2;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            n = 3;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            n = 4;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (i + n > len)
-            return 0;
-        for (size_t k = 1; k < n; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i + k] & 0x3F);
-        }
-        if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-            return 0;
-        i += n;
-    }
-    return 1;
 }
 
 int
@@ -72,7 +32,7 @@ kf_call_json_object(kf_call *c, json_t **root_r)
         kf_reply_problem(&c->reply, c, 400, "bad-json", "A JSON object body is required.", NULL);
         return KF_EINVAL;
     }
-    if (!utf8_ok(c->body, c->body_len)) {
+    if (!kf_utf8_valid(c->body, c->body_len)) {
         kf_reply_problem(&c->reply, c, 400, "bad-json", "The body is not valid UTF-8.", NULL);
         return KF_EINVAL;
     }

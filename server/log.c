@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "kefu/log.h"
+#include "kefu/utf8.h"
 
 int kf_log_level = KF_LOG_INFO;
 static int log_json;
@@ -139,39 +140,6 @@ kf_panic(const char *fmt, ...)
     abort();
 }
 
-/* Length of a valid UTF-8 sequence at s (max n bytes), or 0. */
-static size_t
-utf8_seq(const unsigned char *s, size_t n)
-{
-    size_t need;
-    unsigned cp;
-    if (s[0] < 0x80)
-        return 1;
-    if ((s[0] & 0xE0) == 0xC0) {
-        need = 2;
-        cp = s[0] & 0x1F;
-    } else if ((s[0] & 0xF0) == 0xE0) {
-        need = 3;
-        cp = s[0] & 0x0F;
-    } else if ((s[0] & 0xF8) == 0xF0) {
-        need = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (need > n)
-        return 0;
-    for (size_t i = 1; i < need; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    /* Overlong, surrogate and out-of-range forms are not valid. */
-    if ((need == 2 && cp < 0x80) || (need == 3 && cp < 0x800) || (need == 4 && cp < 0x10000) ||
-        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-        return 0;
-    return need;
-}
 
 char *
 kf_printable(char *buf, size_t bufsz, const char *s, size_t len)
@@ -184,7 +152,8 @@ kf_printable(char *buf, size_t bufsz, const char *s, size_t len)
     if (s == NULL)
         len = 0;
     while (i < len) {
-        size_t k = utf8_seq(p + i, len - i);
+        unsigned cp;
+        size_t k = kf_utf8_seq(p + i, len - i, &cp);
         if (k == 0 || (k == 1 && (p[i] < 0x20 || p[i] == 0x7F || p[i] == '"' || p[i] == '\\'))) {
             k = 1;
             if (o + 1 >= bufsz)
