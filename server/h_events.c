@@ -28,22 +28,6 @@
 #define EVENTS_SCAN_MAX 5000 /* rows one page may read past while filtering */
 
 /* A whole decimal number (no sign, no spaces, at most 19 digits). */
-static int
-parse_id(const char *s, uint64_t *v_r)
-{
-    uint64_t v = 0;
-    size_t n = strlen(s);
-    if (n == 0 || n > 19)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-        v = v * 10 + (uint64_t) (s[i] - '0');
-    }
-    *v_r = v;
-    return 1;
-}
-
 /*
  * GET /api/v1/events?after=ID&limit=N - events with id > after, oldest
  * first: {"items": [...], "next": "<id>" | null, "last_id": N}.  next is set
@@ -61,9 +45,9 @@ h_events_list(kf_call *c, kf_reply *out)
     size_t scanned = 0;
     int caught_up = 0, full = 0, rc;
 
-    if (a != NULL && !parse_id(a, &after))
+    if (a != NULL && !kf_parse_u64(a, &after))
         kf_problem_add_error(&errors, "after", "an event id (a whole number)");
-    if (l != NULL && (!parse_id(l, &limit) || limit < 1 || limit > EVENTS_LIMIT_MAX))
+    if (l != NULL && (!kf_parse_u64(l, &limit) || limit < 1 || limit > EVENTS_LIMIT_MAX))
         kf_problem_add_error(&errors, "limit", "a whole number from 1 to 500");
     if (errors != NULL)
         return kf_reply_invalid(out, c, errors);
@@ -120,12 +104,12 @@ h_events_stream(kf_call *c, kf_reply *out)
 
     memset(&spec, 0, sizeof(spec));
     if (lei != NULL && *lei != '\0') {
-        if (!parse_id(lei, &spec.after))
+        if (!kf_parse_u64(lei, &spec.after))
             return kf_reply_problem(out, c, 400, "bad-last-event-id",
                                     "Last-Event-ID must be an event id this server sent.", NULL);
         have = 1;
     } else if (a != NULL) {
-        if (!parse_id(a, &spec.after)) {
+        if (!kf_parse_u64(a, &spec.after)) {
             json_t *errors = NULL;
             kf_problem_add_error(&errors, "after", "an event id (a whole number)");
             return kf_reply_invalid(out, c, errors);

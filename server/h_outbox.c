@@ -109,22 +109,6 @@ cursor_parse(kf_pool *pool, const char *cur, const char **at_r, uint64_t *id_r)
     return 1;
 }
 
-static int
-parse_u64(const char *s, uint64_t *v_r)
-{
-    uint64_t v = 0;
-    size_t n = strlen(s);
-    if (n == 0 || n > 19)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-        v = v * 10 + (uint64_t) (s[i] - '0');
-    }
-    *v_r = v;
-    return 1;
-}
-
 /*
  * GET /api/v1/outbox?status=dead|queued|sending|sent&limit=N&after=<cursor>
  * (status defaults to dead).  Queued and sending rows come soonest-due
@@ -148,7 +132,7 @@ h_outbox_list(kf_call *c, kf_reply *out)
         ok |= strcmp(*s, status) == 0;
     if (!ok)
         kf_problem_add_error(&errors, "status", "one of queued, sending, sent, dead");
-    if (l != NULL && (!parse_u64(l, &limit) || limit < 1 || limit > OUTBOX_LIMIT_MAX))
+    if (l != NULL && (!kf_parse_u64(l, &limit) || limit < 1 || limit > OUTBOX_LIMIT_MAX))
         kf_problem_add_error(&errors, "limit", "a whole number from 1 to 200");
     if (after != NULL && !cursor_parse(c->pool, after, &at, &after_id))
         kf_problem_add_error(&errors, "after", "a cursor from a previous page's \"next\"");

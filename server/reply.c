@@ -21,19 +21,25 @@ kf_call_param(const kf_call *c, const char *name)
 }
 
 int
-kf_call_param_u64(const kf_call *c, const char *name, uint64_t *v_r)
+kf_parse_u64(const char *s, uint64_t *v_r)
 {
-    const char *v = kf_call_param(c, name);
     uint64_t x = 0;
-    if (v == NULL || *v == '\0' || strlen(v) > 19)
-        return KF_EINVAL;
-    for (const char *p = v; *p; p++) {
-        if (!isdigit((unsigned char) *p))
-            return KF_EINVAL;
-        x = x * 10 + (uint64_t) (*p - '0');
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 19)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char) s[i]))
+            return 0;
+        x = x * 10 + (uint64_t) (s[i] - '0');
     }
     *v_r = x;
-    return KF_OK;
+    return 1;
+}
+
+int
+kf_call_param_u64(const kf_call *c, const char *name, uint64_t *v_r)
+{
+    return kf_parse_u64(kf_call_param(c, name), v_r) ? KF_OK : KF_EINVAL;
 }
 
 const char *

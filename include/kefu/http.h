@@ -113,6 +113,8 @@ struct kf_call {
 
 /* Path parameter by name, or NULL. */
 const char *kf_call_param(const kf_call *c, const char *name);
+/** Plain decimal digits (1..19 of them, no sign or space) to *v_r; 1 on success, else 0. */
+int kf_parse_u64(const char *s, uint64_t *v_r);
 /* Unsigned decimal path parameter; KF_EINVAL when absent or not a number. */
 int kf_call_param_u64(const kf_call *c, const char *name, uint64_t *v_r);
 /* Header by case-insensitive name, or NULL. */
