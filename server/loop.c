@@ -516,6 +516,22 @@ reply_now(kf_loop *loop, kf_call *c, int status, const char *code, const char *d
     reply_send(loop, c);
 }
 
+/* Every name=value pair of c->query percent-decodes. */
+static int
+query_ok(kf_call *c)
+{
+    for (const char *q = c->query; *q;) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t) (amp - q) : strlen(q);
+        if (kf_url_decode(c->pool, q, len, 1) == NULL)
+            return 0;
+        if (amp == NULL)
+            break;
+        q = amp + 1;
+    }
+    return 1;
+}
+
 static void
 on_http_request(struct evhttp_request *req, void *arg)
 {
@@ -549,7 +565,16 @@ on_http_request(struct evhttp_request *req, void *arg)
     c->route = kf_router_get(loop->router, index);
     c->route_index = index;
 
-    /* 2. Body, within the route's own limit. */
+    /* 2. A query string every handler can trust: each name and value decodes
+     * (no broken %-escapes, no NUL), so a NULL from kf_call_query() means
+     * "absent", never "malformed". */
+    if (c->query != NULL && !query_ok(c)) {
+        reply_now(loop, c, 400, "bad-query",
+                  "The query string has a malformed percent-encoding or a NUL byte.");
+        return;
+    }
+
+    /* 2b. Body, within the route's own limit. */
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
     size_t blen = evbuffer_get_length(body);
     if (blen > c->route->max_body) {

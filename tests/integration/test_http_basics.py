@@ -156,6 +156,15 @@ class HttpBasics(unittest.TestCase):
             ids.add(rid)
         self.assertEqual(len(ids), 3, "generated request ids are not unique: %r" % ids)
 
+    def test_malformed_query_400(self):
+        for path in ("/healthz?x=%zz", "/readyz?a=1&b=%4", "/healthz?n%00=1", "/debug/sleep?ms=%"):
+            status, hdrs, body = self.k.request("GET", path)
+            doc = self.assertProblem(status, hdrs, body, 400, "bad-query")
+            self.assertIn("percent-encoding", doc["detail"])
+        # Well-formed encodings are fine, '+' and UTF-8 included.
+        status, _, _ = self.k.request("GET", "/healthz?q=a+b&z=%E5%AE%A2")
+        self.assertEqual(status, 200)
+
     # -- robustness
 
     def test_garbage_request_does_not_crash(self):
