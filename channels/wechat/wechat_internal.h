@@ -1,0 +1,23 @@
+/*
+ * wechat_internal.h - shared between the files of channels/wechat/ only.
+ */
+#ifndef KEFU_WECHAT_INTERNAL_H
+#define KEFU_WECHAT_INTERNAL_H
+
+#include "kefu/http.h"
+#include "kefu/wechat.h"
+
+#define WX_DEFAULT_API_OFFICIAL "https://api.weixin.qq.com"
+#define WX_DEFAULT_API_WECOM "https://qyapi.weixin.qq.com"
+
+/* wechat_channel.c: an account changed (after the commit): forget cached copies. */
+void kf_wechat_account_changed(void);
+
+/* wechat_admin.c: the admin API handlers (routes in wechat_channel.c). */
+int kf_wechat_h_list(kf_call *c, kf_reply *out);
+int kf_wechat_h_create(kf_call *c, kf_reply *out);
+int kf_wechat_h_get(kf_call *c, kf_reply *out);
+int kf_wechat_h_update(kf_call *c, kf_reply *out);
+int kf_wechat_h_delete(kf_call *c, kf_reply *out);
+
+#endif /* KEFU_WECHAT_INTERNAL_H */
