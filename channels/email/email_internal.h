@@ -1,0 +1,37 @@
+/*
+ * email_internal.h - what the email channel's modules share.
+ */
+#ifndef KEFU_EMAIL_INTERNAL_H
+#define KEFU_EMAIL_INTERNAL_H
+
+#include <stdint.h>
+#include "kefu/email.h"
+
+typedef struct kf_email_mailbox {
+    const char *name, *address, *display_name;
+    int send_ack;
+} kf_email_mailbox;
+
+/* name NULL: the first enabled mailbox (outbound mail of other modules). */
+int kf_email_mailbox_get(kf_db *db, kf_pool *pool, const char *name, kf_email_mailbox *mb,
+                         const char **error_r);
+/* [KF-000123] in a subject: the ticket id, or 0. */
+uint64_t kf_email_subject_ticket(const char *subject);
+
+/* email_admin.c: handlers of kf_email_routes */
+int kf_email_h_list(kf_call *c, kf_reply *out);
+int kf_email_h_put(kf_call *c, kf_reply *out);
+int kf_email_h_delete(kf_call *c, kf_reply *out);
+int kf_email_h_quarantine(kf_call *c, kf_reply *out);
+
+/* smtp_send.c */
+void kf_email_smtp_register(const kf_config *cfg);
+
+/* imap_poll.c: the "email-imap" job */
+void kf_email_imap_add(kf_scheduler *s, const kf_config *cfg);
+
+/* lmtp.c */
+int kf_email_lmtp_start(const kf_config *cfg, char *err, size_t errsz);
+void kf_email_lmtp_stop(void);
+
+#endif /* KEFU_EMAIL_INTERNAL_H */
