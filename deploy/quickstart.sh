@@ -122,6 +122,24 @@ elif [[ -n $demo_out ]]; then
     printf '%s\n' "$demo_out" >&2
 fi
 
+# ---- WeChat demo account (issue 6; channels/wechat) -------------------------------------------
+# A demo Official Account "demo" in safe mode, so a WeChat test tool can be pointed at
+# http://<addr>/hooks/wechat/demo. The defaults are for local trial only (the EncodingAESKey is
+# WeChat's published sample key); set KEFU_WECHAT_TOKEN, KEFU_WECHAT_AESKEY (43 letters and
+# digits) and KEFU_WECHAT_APPID to use your own. The timestamp window is off for this account so
+# recorded sample requests can be replayed; `kefud admin wechat-account help` for the rest.
+WECHAT_TOKEN=${KEFU_WECHAT_TOKEN:-kefudemo}
+WECHAT_AESKEY=${KEFU_WECHAT_AESKEY:-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG}
+WECHAT_APPID=${KEFU_WECHAT_APPID:-wxkefudemo00000000}
+if ! "$KEFUD" --config "$CONF" admin wechat-account put --account demo --kind official \
+        --name "Demo Official Account" --app-id "$WECHAT_APPID" --token "$WECHAT_TOKEN" \
+        --aes-key "$WECHAT_AESKEY" --mode safe --timestamp-window 0 9>&- 2>"$VAR/wechat-demo.log"; then
+    cat "$VAR/wechat-demo.log" >&2
+    kf_die "could not set up the WeChat demo account (check KEFU_WECHAT_TOKEN, KEFU_WECHAT_AESKEY, KEFU_WECHAT_APPID)"
+    exit 1
+fi
+# ---- end of the WeChat demo account ---------------------------------------------------------------
+
 # 6. Serve. kefud runs in its own session so that Ctrl-C reaches only this script, which then
 # stops kefud (SIGTERM, graceful) and MariaDB in that order. Its log goes to the terminal and
 # to VAR/kefud.log.
@@ -167,6 +185,10 @@ esac
         echo "Demo logins (also in $LOGINS):"
         sed 's/^/  /' "$LOGINS"
     fi
+    # WeChat demo account (issue 6)
+    echo "WeChat demo Official Account (safe mode, local trial): http://$addr/hooks/wechat/demo"
+    echo "  Token=$WECHAT_TOKEN EncodingAESKey=$WECHAT_AESKEY AppID=$WECHAT_APPID"
+    echo "  (set KEFU_WECHAT_TOKEN / KEFU_WECHAT_AESKEY / KEFU_WECHAT_APPID to change them)"
     echo "Press Ctrl-C to stop kefud and MariaDB."
     echo
 } >&2

@@ -49,6 +49,14 @@ section() { printf '\n==== %s ====\n' "$*"; }
 section "packages"
 kf_install_packages
 
+section "browser test dependencies (tests/e2e)"
+# playwright-core, exactly as the lockfile says; node_modules/ is not in git.  Reinstalled when
+# missing or older than the lockfile (npm ci writes node_modules/.package-lock.json).
+if [[ ! -f tests/e2e/node_modules/.package-lock.json ||
+      tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]]; then
+    npm ci --prefix tests/e2e --no-audit --no-fund
+fi
+
 section "build (build/, RelWithDebInfo)"
 cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEFU_TESTS=ON
 cmake --build "$ROOT/build" -j2

@@ -22,6 +22,7 @@
 #include "kefu/config.h"
 #include "kefu/db.h"
 #include "kefu/pool.h"
+#include "kefu/wechat.h"
 
 #define EXIT_FAILED 1
 #define EXIT_USAGE 2
@@ -52,7 +53,10 @@ usage(FILE *out)
         "  import-config [--file FILE]\n"
         "                 the same JSON from FILE (default stdin); upserts queues by slug,\n"
         "                 agents by login (new agents cannot log in until set-password)\n"
-        "                 and channel accounts by (channel, account), in one transaction\n\n"
+        "                 and channel accounts by (channel, account), in one transaction\n"
+        "  wechat-account add|set|put|show|list|delete ...\n"
+        "                 WeChat Official Accounts and WeCom apps (kefud admin wechat-account "
+        "help)\n\n"
         "exit codes: 0 done, 1 failed (database, not found, duplicate), 2 usage or invalid "
         "input\n");
     return out == stdout ? 0 : EXIT_USAGE;
@@ -1169,6 +1173,7 @@ kf_admin_main(const kf_config *cfg, int argc, char **argv)
         {"create-token", cmd_create_token},   {"list-tokens", cmd_list_tokens},
         {"revoke-token", cmd_revoke_token},   {"export-config", cmd_export_config},
         {"import-config", cmd_import_config},
+        {"wechat-account", kf_wechat_admin_cli}, /* channels/wechat/wechat_admin.c */
     };
     if (argc < 1)
         return usage(stderr);

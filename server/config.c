@@ -58,6 +58,101 @@ valid_ident(const char *v, const char **why)
     return 1;
 }
 
+/* webform_categories: "slug:Label" items separated by commas; slugs as queue slugs. */
+static int
+valid_categories(const char *v, const char **why)
+{
+    const char *p = v;
+    *why = "expected slug:Label[,slug:Label...] with slugs of [a-z0-9_-] and non-empty labels "
+           "without control characters";
+    if (*p == '\0' || strlen(v) > 4000)
+        return 0;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma ? comma : p + strlen(p);
+        const char *colon = memchr(p, ':', (size_t) (end - p));
+        if (colon == NULL || colon == p || colon - p > 64 || colon + 1 == end)
+            return 0;
+        for (const char *s = p; s < colon; s++)
+            if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_'))
+                return 0;
+        for (const char *s = colon + 1; s < end; s++)
+            if ((unsigned char) *s < 0x20 || *s == 0x7f)
+                return 0;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    return 1;
+}
+
+/* One origin: scheme://host[:port], nothing else. */
+static int
+origin_ok(const char *s, size_t n)
+{
+    size_t skip;
+    if (n > 8 && strncmp(s, "https://", 8) == 0)
+        skip = 8;
+    else if (n > 7 && strncmp(s, "http://", 7) == 0)
+        skip = 7;
+    else
+        return 0;
+    for (size_t i = skip; i < n; i++)
+        if (!isalnum((unsigned char) s[i]) && s[i] != '.' && s[i] != '-' && s[i] != ':' &&
+            s[i] != '[' && s[i] != ']')
+            return 0;
+    return 1;
+}
+
+static int
+valid_origins(const char *v, const char **why)
+{
+    *why = "expected origins such as https://shop.example.com, separated by spaces or commas";
+    for (const char *p = v; *p;) {
+        size_t n = strcspn(p, " ,");
+        if (n > 0 && !origin_ok(p, n))
+            return 0;
+        p += n;
+        p += strspn(p, " ,");
+    }
+    return 1;
+}
+
+/* CSP source expressions for frame-ancestors: 'none', 'self', origins, *.host wildcards. */
+static int
+valid_frame_ancestors(const char *v, const char **why)
+{
+    *why = "expected 'none', or 'self' and/or origins (https://shop.example.com), space separated";
+    if (*v == '\0' || strlen(v) > 1000)
+        return 0;
+    for (const char *p = v; *p; p++)
+        if (!isalnum((unsigned char) *p) && strchr(" '.:/-*[]", *p) == NULL)
+            return 0;
+    return 1;
+}
+
+static int
+valid_base_url(const char *v, const char **why)
+{
+    size_t n = strlen(v);
+    *why = "expected an absolute http:// or https:// URL without query or fragment";
+    if (n == 0)
+        return 1;
+    if (n > 200 || (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char) v[i] <= 0x20 || v[i] == 0x7f || v[i] == '?' || v[i] == '#' ||
+            v[i] == '"' || v[i] == '<' || v[i] == '>' || v[i] == '\\')
+            return 0;
+    return 1;
+}
+
+static int
+valid_listen_or_off(const char *v, const char **why)
+{
+    return v[0] == '\0' || valid_listen(v, why);
+}
+
 #define OFF(f) offsetof(kf_config, f)
 
 static const cfg_def defs[] = {
@@ -146,6 +241,63 @@ static const cfg_def defs[] = {
      "seconds between SSE heartbeat comments"},
     {"sse_max_buffer", T_UINT, OFF(sse_max_buffer), "1048576", 4096, 67108864, NULL, 0, NULL,
      "bytes queued to one slow SSE client before it is cut off"},
+    {"wechat_timestamp_window", T_UINT, OFF(wechat_timestamp_window), "300", 0, 31536000, NULL, 0,
+     NULL, "seconds a WeChat push's timestamp may differ from now (0 = not checked; an account "
+     "may set its own)"},
+    {"wechat_max_body", T_UINT, OFF(wechat_max_body), "65536", 1024, 1048576, NULL, 0, NULL,
+     "largest WeChat webhook push in bytes"},
+    {"wechat_api_timeout", T_UINT, OFF(wechat_api_timeout), "10", 1, 120, NULL, 0, NULL,
+     "seconds one call to the WeChat API may take"},
+    {"secrets_file", T_STR, OFF(secrets_file), "", 0, 0, NULL, 0, NULL,
+     "file of \"name = value\" secrets, mode 0600 (WeChat AppSecrets named by secret_ref)"},
+    {"webform_categories", T_STR, OFF(webform_categories), "general:General support", 0, 0, NULL,
+     0, valid_categories, "web form categories as slug:Label[,slug:Label...]; each slug is the "
+     "queue a request goes to (a catalogue's category.<slug> text overrides the label)"},
+    {"webform_rate_ip", T_UINT, OFF(webform_rate_ip), "20", 0, 1000000, NULL, 0, NULL,
+     "web form submissions and sign-in requests per client address per window (0 = no limit)"},
+    {"webform_rate_email", T_UINT, OFF(webform_rate_email), "5", 0, 1000000, NULL, 0, NULL,
+     "web form submissions and sign-in requests per e-mail address per window (0 = no limit)"},
+    {"webform_rate_window", T_UINT, OFF(webform_rate_window), "3600", 1, 604800, NULL, 0, NULL,
+     "seconds of the web form rate-limit window"},
+    {"webform_min_fill", T_UINT, OFF(webform_min_fill), "3", 0, 3600, NULL, 0, NULL,
+     "seconds between showing the web form and accepting it (faster is a bot; 0 = off)"},
+    {"webform_cors_origins", T_STR, OFF(webform_cors_origins), "", 0, 0, NULL, 0, valid_origins,
+     "origins (https://shop.example.com, space or comma separated) whose pages may call "
+     "/api/v1/public/*"},
+    {"webform_frame_ancestors", T_STR, OFF(webform_frame_ancestors), "'self'", 0, 0, NULL, 0,
+     valid_frame_ancestors, "CSP frame-ancestors of the embeddable form pages ('none', 'self', "
+     "origins)"},
+    {"portal_token_idle", T_UINT, OFF(portal_token_idle), "7776000", 60, 315360000, NULL, 0, NULL,
+     "seconds of inactivity after which a customer's portal link stops working"},
+    {"public_base_url", T_STR, OFF(public_base_url), "", 0, 0, NULL, 0, valid_base_url,
+     "absolute URL kefud is reached at (https://support.example.com), for links in mail; "
+     "empty: http://<listen>"},
+    {"lmtp_listen", T_STR, OFF(lmtp_listen), "", 0, 0, NULL, 0, valid_listen_or_off,
+     "LMTP listener host:port for mail from an MTA (\"\" = off; port 0 picks a free port)"},
+    {"lmtp_max_size", T_UINT, OFF(lmtp_max_size), "26214400", 1024, 268435456, NULL, 0, NULL,
+     "largest inbound mail in bytes (LMTP SIZE, raw MIME over HTTP)"},
+    {"lmtp_max_sessions", T_UINT, OFF(lmtp_max_sessions), "32", 1, 10000, NULL, 0, NULL,
+     "concurrent LMTP sessions; more are told 421 and closed"},
+    {"lmtp_timeout", T_UINT, OFF(lmtp_timeout), "300", 1, 3600, NULL, 0, NULL,
+     "seconds an LMTP client may stay silent before it is disconnected"},
+    {"smtp_host", T_STR, OFF(smtp_host), "127.0.0.1", 0, 0, NULL, 0, NULL,
+     "SMTP relay for outbound mail"},
+    {"smtp_port", T_UINT, OFF(smtp_port), "25", 1, 65535, NULL, 0, NULL, "SMTP relay port"},
+    {"smtp_starttls", T_ENUM, OFF(smtp_starttls), "no", 0, 0, "no|try|require", 0, NULL,
+     "STARTTLS to the SMTP relay"},
+    {"smtp_user", T_STR, OFF(smtp_user), "", 0, 0, NULL, 0, NULL,
+     "SMTP AUTH user (\"\" = no AUTH)"},
+    {"smtp_password", T_STR, OFF(smtp_password), "", 0, 0, NULL, 1, NULL,
+     "SMTP AUTH password (secret: prefer smtp_password_file)"},
+    {"smtp_timeout", T_UINT, OFF(smtp_timeout), "30", 1, 600, NULL, 0, NULL,
+     "seconds each SMTP step may take"},
+    {"html_allow_remote_images", T_BOOL, OFF(html_allow_remote_images), "0", 0, 1, NULL, 0, NULL,
+     "keep remote (http/https) images in sanitized mail HTML (tracking pixels!)"},
+    {"email_auto_reply_limit", T_UINT, OFF(email_auto_reply_limit), "5", 0, 1000, NULL, 0, NULL,
+     "automatic replies (acknowledgements) per sender address per day; 0 = none"},
+    {"webform_mailbox", T_STR, OFF(webform_mailbox), "", 0, 0, NULL, 0, NULL,
+     "mailbox (e-mail channel account) the web form's acknowledgements and sign-in links are "
+     "sent from"},
 };
 
 static void
@@ -399,7 +551,9 @@ kf_config_env(kf_config *cfg, char *const *envp, char *err, size_t errsz)
         key[kl] = '\0';
         /* Variables of the scripts and tests, not configuration keys. */
         if (!strcmp(key, "config") || !strncmp(key, "test_", 5) || !strncmp(key, "bench_", 6) ||
-            !strcmp(key, "var") || !strcmp(key, "http") || !strcmp(key, "source_dir"))
+            !strcmp(key, "var") || !strcmp(key, "http") || !strcmp(key, "source_dir") ||
+            !strcmp(key, "wechat_token") || !strcmp(key, "wechat_aeskey") ||
+            !strcmp(key, "wechat_appid"))
             continue;
         snprintf(where, sizeof(where), "environment KEFU_%.*s", (int) kl, e + 5);
         int rc = set_origin(cfg, key, eq + 1, where, err, errsz);

@@ -437,6 +437,7 @@ outbox_tick(kf_job *job, kf_db *db, const char **error_r)
             .message_id = r->message_id,
             .attempt = r->attempts,
             .deadline = now + budget,
+            .db = db,
         };
         kf_str peer = KF_STR_INIT;
         kf_deliver_status ds = ch->ops->deliver(ch, &msg, &peer);

@@ -27,6 +27,8 @@
 #include "kefu/metrics.h"
 #include "kefu/pool.h"
 #include "kefu/server.h"
+#include "kefu/email.h"
+#include "kefu/wechat.h"
 
 struct kf_server {
     const kf_config *cfg;
@@ -44,6 +46,7 @@ struct kf_server {
 const kf_route *const kf_all_route_tables[] = {
     kf_health_routes, kf_debug_routes,    kf_auth_routes,  kf_ticket_routes,  kf_customer_routes,
     kf_admin_routes,  kf_attachment_routes, kf_event_routes, kf_openapi_routes, kf_outbox_routes,
+    kf_wechat_routes, kf_webform_routes, kf_portal_routes, kf_email_routes,
     NULL,
 };
 
@@ -248,6 +251,11 @@ kf_server_create(const kf_config *cfg, const void *migrations, char *err, size_t
     kf_scheduler_add(srv->sched, &srv->jobs[0]);
     kf_scheduler_add(srv->sched, &srv->jobs[1]);
     kf_outbox_jobs_add(srv->sched, cfg);
+    kf_wechat_init(srv->sched, cfg); /* the "wechat" adapter, token and media jobs */
+    if (kf_email_init(srv->sched, cfg, err, errsz) != KF_OK) { /* "email" adapter, LMTP */
+        kf_server_destroy(&srv);
+        return NULL;
+    }
 
     srv->n_loops = cfg->io_threads;
     srv->loops = kf_xcalloc(srv->n_loops, sizeof(*srv->loops));
@@ -297,6 +305,7 @@ kf_server_stop(kf_server *srv)
 
     /* 1. Stop accepting; /readyz now answers 503 so balancers drain us. */
     atomic_store(&server_stopping, 1);
+    kf_email_shutdown(); /* LMTP: sessions end; an unfinished DATA is the MTA's to retry */
     for (unsigned i = 0; i < srv->n_loops; i++)
         kf_loop_stop_accepting(srv->loops[i]);
     kf_log(KF_LOG_INFO, "server", "event=stopping inflight=%ld timeout_s=%u",
@@ -328,6 +337,7 @@ kf_server_destroy(kf_server **psrv)
         kf_loop_destroy(&srv->loops[i]);
     free(srv->loops);
     kf_workers_destroy(&srv->workers);
+    kf_email_shutdown();
     kf_scheduler_destroy(&srv->sched);
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);

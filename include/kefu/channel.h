@@ -29,13 +29,18 @@ typedef struct kf_outbound {
     uint64_t ticket_id, message_id;
     unsigned attempt;   /* 1 for the first try */
     double deadline;    /* monotonic seconds; give up by then */
+    /* The job thread's connection, for adapters whose credentials are shared
+     * through the database (WeChat's access token): short statements or
+     * short kf_tx_run() transactions only, never one held across the network. */
+    kf_db *db;
 } kf_outbound;
 
 typedef struct kf_channel kf_channel;
 
 typedef struct kf_channel_ops {
     const char *name; /* "email", "wechat", "web" ... matches outbox.channel */
-    /* Job thread; may block but must honour msg->deadline; never touches the DB. */
+    /* Job thread; may block but must honour msg->deadline; no transaction of its
+     * own may stay open while it waits on the network (see kf_outbound.db). */
     kf_deliver_status (*deliver)(kf_channel *ch, const kf_outbound *msg, kf_str *peer_reply_r);
 } kf_channel_ops;
 

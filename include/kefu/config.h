@@ -72,6 +72,35 @@ struct kf_config {
     unsigned sse_max_clients;
     unsigned sse_heartbeat;       /* seconds */
     unsigned sse_max_buffer;      /* bytes queued to one slow client before it is cut off */
+    /* WeChat channel */
+    unsigned wechat_timestamp_window; /* seconds a push's timestamp may be off; 0 = unchecked */
+    unsigned wechat_max_body;     /* bytes of a webhook push */
+    unsigned wechat_api_timeout;  /* seconds per call to the WeChat API */
+    char *secrets_file;           /* "name = value" secrets (AppSecrets), mode 0600 */
+    /* web form and customer portal */
+    char *webform_categories;     /* "slug:Label,slug:Label": form categories = queue slugs */
+    unsigned webform_rate_ip;     /* submissions per client address per window; 0 = no limit */
+    unsigned webform_rate_email;  /* submissions per e-mail address per window; 0 = no limit */
+    unsigned webform_rate_window; /* seconds */
+    unsigned webform_min_fill;    /* seconds a person needs at least to fill the form */
+    char *webform_cors_origins;   /* space/comma separated origins allowed to call the public API */
+    char *webform_frame_ancestors; /* CSP frame-ancestors of the (embeddable) form pages */
+    unsigned portal_token_idle;   /* seconds of inactivity after which a portal link expires */
+    char *public_base_url;        /* absolute base of links in mail ("" = http://<listen>) */
+    /* email channel */
+    char *lmtp_listen;            /* host:port of the LMTP listener; "" = off */
+    unsigned lmtp_max_size;       /* bytes of one message (LMTP SIZE, HTTP inbound) */
+    unsigned lmtp_max_sessions;   /* concurrent LMTP sessions */
+    unsigned lmtp_timeout;        /* seconds an LMTP client may stay idle */
+    char *smtp_host;              /* outbound SMTP relay */
+    unsigned smtp_port;
+    char *smtp_starttls;          /* no | try | require */
+    char *smtp_user;              /* "" = no AUTH */
+    char *smtp_password;          /* secret */
+    unsigned smtp_timeout;        /* seconds per SMTP step */
+    int html_allow_remote_images; /* keep http(s) images in sanitized mail HTML */
+    unsigned email_auto_reply_limit; /* automatic replies per address per day; 0 = none */
+    char *webform_mailbox;        /* e-mail channel account the form's mails go out from */
 };
 
 /** Fill cfg with built-in defaults (strings are heap copies). */

@@ -20,6 +20,10 @@ extern const kf_route kf_attachment_routes[];/* h_attachments.c: upload, downloa
 extern const kf_route kf_event_routes[];     /* h_events.c: events paging + SSE */
 extern const kf_route kf_openapi_routes[];   /* h_openapi.c: /api/v1/openapi.json */
 extern const kf_route kf_outbox_routes[];    /* h_outbox.c: outbox list, retry (+ debug) */
+extern const kf_route kf_wechat_routes[];    /* channels/wechat: webhook, accounts admin */
+extern const kf_route kf_webform_routes[];   /* channels/webform: form, public API, assets */
+extern const kf_route kf_portal_routes[];    /* channels/webform: customer portal, links */
+extern const kf_route kf_email_routes[];     /* channels/email: raw MIME inbound, mailboxes */
 
 /* Every route table above, in registration order, NULL-terminated. */
 extern const kf_route *const kf_all_route_tables[];
