@@ -177,10 +177,9 @@ esac
 {
     echo
     echo "Kefu is running (kefud pid $KEFUD_PID, state in $VAR)"
-    echo "  http://$addr/"
-    echo "  http://$addr/healthz"
-    echo "  http://$addr/readyz"
-    echo "  http://$addr/metrics"
+    echo "  http://$addr/support/new            customer support form (English / 简体中文)"
+    echo "  http://$addr/api/v1/openapi.json    the REST API (log in: POST /api/v1/session)"
+    echo "  http://$addr/healthz  http://$addr/readyz  http://$addr/metrics"
     if [[ -s $LOGINS ]]; then
         echo "Demo logins (also in $LOGINS):"
         sed 's/^/  /' "$LOGINS"

@@ -61,7 +61,17 @@ h_readyz(kf_call *c, kf_reply *out)
                                                 (json_int_t) set->n));
 }
 
+/* GET / - there is no console yet: send people to the support form. */
+static int
+h_root(kf_call *c, kf_reply *out)
+{
+    static const char body[] = "See /support/new\n";
+    kf_reply_header(out, c, "Location", "/support/new");
+    return kf_reply_text(out, c, 302, "text/plain; charset=utf-8", body, sizeof(body) - 1);
+}
+
 const kf_route kf_health_routes[] = {
+    {KF_GET, "/", KF_AUTH_PUBLIC, 0, h_root, KF_ROUTE_INLINE, NULL},
     {KF_GET, "/healthz", KF_AUTH_PUBLIC, 0, h_healthz, KF_ROUTE_INLINE, NULL},
     {KF_GET, "/readyz", KF_AUTH_PUBLIC, 0, h_readyz, 0, NULL},
     {KF_GET, "/metrics", KF_AUTH_PUBLIC, 0, h_metrics, KF_ROUTE_INLINE, NULL},
