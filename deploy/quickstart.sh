@@ -99,6 +99,8 @@ SOCK=$(kf_db_socket "$VAR")
 kf_db_setup_app "$VAR" kefu kefu
 
 # 4. Configuration.
+LMTP=${KEFU_LMTP:-127.0.0.1:2424}
+SMTP=${KEFU_SMTP:-127.0.0.1:2525}
 cat >"$CONF.tmp" <<EOF
 # Written by deploy/quickstart.sh on every start; KEFU_<KEY> environment variables override it.
 listen = $HTTP
@@ -106,6 +108,12 @@ db_socket = $SOCK
 db_name = kefu
 db_user = kefu
 db_password_file = $VAR/secrets/db_password
+# Email: LMTP in (an MTA or swaks delivers here), SMTP out (outbound mail stays queued, with
+# the reason shown, while nothing listens there).
+lmtp_listen = $LMTP
+smtp_host = ${SMTP%:*}
+smtp_port = ${SMTP##*:}
+webform_mailbox = support
 EOF
 mv -f "$CONF.tmp" "$CONF"
 
@@ -139,6 +147,14 @@ if ! "$KEFUD" --config "$CONF" admin wechat-account put --account demo --kind of
     exit 1
 fi
 # ---- end of the WeChat demo account ---------------------------------------------------------------
+
+# Demo mailbox support@kefu.test on the first queue, acknowledging new requests.
+if ! "$KEFUD" --config "$CONF" admin mailbox put --name support --address support@kefu.test \
+        --display-name "Kefu Support" --queue general --ack 9>&- >"$VAR/mailbox-demo.log" 2>&1; then
+    cat "$VAR/mailbox-demo.log" >&2
+    kf_die "could not set up the demo mailbox"
+    exit 1
+fi
 
 # 6. Serve. kefud runs in its own session so that Ctrl-C reaches only this script, which then
 # stops kefud (SIGTERM, graceful) and MariaDB in that order. Its log goes to the terminal and
@@ -188,6 +204,9 @@ esac
     echo "WeChat demo Official Account (safe mode, local trial): http://$addr/hooks/wechat/demo"
     echo "  Token=$WECHAT_TOKEN EncodingAESKey=$WECHAT_AESKEY AppID=$WECHAT_APPID"
     echo "  (set KEFU_WECHAT_TOKEN / KEFU_WECHAT_AESKEY / KEFU_WECHAT_APPID to change them)"
+    echo "Email: mailbox support@kefu.test; LMTP in on $LMTP, SMTP out to $SMTP (KEFU_LMTP, KEFU_SMTP)"
+    echo "  swaks --protocol LMTP --server ${LMTP%:*} --port ${LMTP##*:} --to support@kefu.test \\"
+    echo "        --from you@example.com --header 'Subject: Hello' --body 'My first mail to Kefu'"
     echo "Press Ctrl-C to stop kefud and MariaDB."
     echo
 } >&2

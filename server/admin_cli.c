@@ -23,6 +23,7 @@
 #include "kefu/db.h"
 #include "kefu/pool.h"
 #include "kefu/wechat.h"
+#include "kefu/email.h"
 
 #define EXIT_FAILED 1
 #define EXIT_USAGE 2
@@ -54,6 +55,8 @@ usage(FILE *out)
         "                 the same JSON from FILE (default stdin); upserts queues by slug,\n"
         "                 agents by login (new agents cannot log in until set-password)\n"
         "                 and channel accounts by (channel, account), in one transaction\n"
+        "  mailbox put|list|delete ...\n"
+        "                 email mailboxes: address, queue, acknowledgements, IMAP polling\n"
         "  wechat-account add|set|put|show|list|delete ...\n"
         "                 WeChat Official Accounts and WeCom apps (kefud admin wechat-account "
         "help)\n\n"
@@ -1174,6 +1177,7 @@ kf_admin_main(const kf_config *cfg, int argc, char **argv)
         {"revoke-token", cmd_revoke_token},   {"export-config", cmd_export_config},
         {"import-config", cmd_import_config},
         {"wechat-account", kf_wechat_admin_cli}, /* channels/wechat/wechat_admin.c */
+        {"mailbox", kf_email_admin_cli},          /* channels/email/email_admin.c */
     };
     if (argc < 1)
         return usage(stderr);

@@ -553,7 +553,7 @@ kf_config_env(kf_config *cfg, char *const *envp, char *err, size_t errsz)
         if (!strcmp(key, "config") || !strncmp(key, "test_", 5) || !strncmp(key, "bench_", 6) ||
             !strcmp(key, "var") || !strcmp(key, "http") || !strcmp(key, "source_dir") ||
             !strcmp(key, "wechat_token") || !strcmp(key, "wechat_aeskey") ||
-            !strcmp(key, "wechat_appid"))
+            !strcmp(key, "wechat_appid") || !strcmp(key, "lmtp") || !strcmp(key, "smtp"))
             continue;
         snprintf(where, sizeof(where), "environment KEFU_%.*s", (int) kl, e + 5);
         int rc = set_origin(cfg, key, eq + 1, where, err, errsz);

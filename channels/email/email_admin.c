@@ -310,3 +310,171 @@ kf_email_h_quarantine(kf_call *c, kf_reply *out)
     }
     return kf_reply_json(out, c, 200, json_pack("{s:o}", "items", items));
 }
+
+/* ---- kefud admin mailbox ... ---- */
+
+static const char *
+cli_opt(int argc, char **argv, const char *name)
+{
+    for (int i = 0; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0)
+            return argv[i + 1];
+    return NULL;
+}
+
+static int
+cli_flag(int argc, char **argv, const char *name)
+{
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+static int
+cli_usage(void)
+{
+    fprintf(stderr,
+            "usage: kefud admin mailbox put --name NAME --address ADDR [--display-name TEXT]\n"
+            "                               [--queue SLUG] [--ack] [--imap-url URL --imap-user U\n"
+            "                               --imap-secret-ref KEY] [--imap-done-folder F]\n"
+            "                               [--poll-interval S] [--disabled]\n"
+            "       kefud admin mailbox list\n"
+            "       kefud admin mailbox delete --name NAME\n");
+    return 2;
+}
+
+/* Queue id by slug (0 when there is none). */
+static int
+queue_by_slug(kf_db *db, const char *slug, uint64_t *id_r, const char **error_r)
+{
+    kf_stmt *st;
+    int rc;
+    *id_r = 0;
+    if ((rc = kf_db_stmt(db, "email.cli_queue", "SELECT id FROM queue WHERE slug = ?", &st,
+                         error_r)) != KF_OK)
+        return rc;
+    kf_stmt_bind_cstr(st, 0, slug);
+    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+        return rc;
+    rc = kf_stmt_fetch(st, error_r);
+    if (rc == 1)
+        *id_r = kf_stmt_col_u64(st, 0);
+    kf_stmt_done(st);
+    return rc < 0 ? rc : KF_OK;
+}
+
+static int
+cli_put(const kf_config *cfg, int argc, char **argv)
+{
+    struct put_tx t = {.name = cli_opt(argc, argv, "--name"),
+                       .address = cli_opt(argc, argv, "--address"),
+                       .display_name = cli_opt(argc, argv, "--display-name"),
+                       .imap_url = cli_opt(argc, argv, "--imap-url"),
+                       .imap_user = cli_opt(argc, argv, "--imap-user"),
+                       .secret_ref = cli_opt(argc, argv, "--imap-secret-ref"),
+                       .done = cli_opt(argc, argv, "--imap-done-folder"),
+                       .poll_interval = 60,
+                       .send_ack = cli_flag(argc, argv, "--ack"),
+                       .enabled = !cli_flag(argc, argv, "--disabled")};
+    const char *queue = cli_opt(argc, argv, "--queue"), *poll = cli_opt(argc, argv, "--poll-interval");
+    const char *error = NULL;
+    int rc;
+
+    if (!name_ok(t.name) || !address_ok(t.address)) {
+        fprintf(stderr, "kefud admin mailbox put: --name [A-Za-z0-9._-]{1,100} and a valid "
+                        "--address are required\n");
+        return cli_usage();
+    }
+    if (poll != NULL && (!kf_parse_u64(poll, &t.poll_interval) || t.poll_interval < 5 ||
+                         t.poll_interval > 86400)) {
+        fprintf(stderr, "kefud admin mailbox put: --poll-interval is 5..86400 seconds\n");
+        return 2;
+    }
+    kf_db *db = kf_db_create(cfg);
+    if (queue != NULL) {
+        if ((rc = queue_by_slug(db, queue, &t.queue_id, &error)) != KF_OK || t.queue_id == 0) {
+            fprintf(stderr, "kefud admin mailbox put: %s\n",
+                    rc != KF_OK ? (error ? error : "database error") : "no queue with that slug");
+            kf_db_destroy(&db);
+            return 1;
+        }
+        t.has_queue = 1;
+    }
+    rc = kf_tx_run(db, put_tx, &t, &error);
+    kf_db_destroy(&db);
+    if (rc != KF_OK) {
+        fprintf(stderr, "kefud admin mailbox put: %s\n", error ? error : "failed");
+        return 1;
+    }
+    printf("mailbox %s <%s> %s\n", t.name, t.address, t.created ? "created" : "updated");
+    return 0;
+}
+
+static int
+cli_list(const kf_config *cfg)
+{
+    kf_db *db = kf_db_create(cfg);
+    kf_pool *pool = kf_pool_create(4096);
+    kf_stmt *st;
+    const char *error = NULL;
+    int rc;
+
+    if ((rc = kf_db_stmt(db, "email.cli_list",
+                         "SELECT m.name, m.address, COALESCE(q.slug, '-'), m.send_ack, "
+                         " COALESCE(m.imap_url, '-'), m.enabled FROM email_mailbox m "
+                         "LEFT JOIN channel_account ca ON ca.channel = 'email' AND ca.account = m.name "
+                         "LEFT JOIN queue q ON q.id = ca.default_queue_id ORDER BY m.name",
+                         &st, &error)) == KF_OK &&
+        (rc = kf_stmt_exec(st, &error)) == KF_OK) {
+        while ((rc = kf_stmt_fetch(st, &error)) == 1)
+            printf("%s\t%s\tqueue=%s\tack=%d\timap=%s\tenabled=%d\n",
+                   kf_stmt_col_str(st, 0, pool, NULL), kf_stmt_col_str(st, 1, pool, NULL),
+                   kf_stmt_col_str(st, 2, pool, NULL), (int) kf_stmt_col_i64(st, 3),
+                   kf_stmt_col_str(st, 4, pool, NULL), (int) kf_stmt_col_i64(st, 5));
+        rc = rc < 0 ? rc : KF_OK;
+    }
+    kf_pool_destroy(&pool);
+    kf_db_destroy(&db);
+    if (rc != KF_OK) {
+        fprintf(stderr, "kefud admin mailbox list: %s\n", error ? error : "failed");
+        return 1;
+    }
+    return 0;
+}
+
+static int
+cli_delete(const kf_config *cfg, int argc, char **argv)
+{
+    struct del_tx t = {cli_opt(argc, argv, "--name"), 0};
+    const char *error = NULL;
+    if (!name_ok(t.name))
+        return cli_usage();
+    kf_db *db = kf_db_create(cfg);
+    int rc = kf_tx_run(db, del_tx, &t, &error);
+    kf_db_destroy(&db);
+    if (rc == KF_ENOTFOUND) {
+        fprintf(stderr, "kefud admin mailbox delete: no mailbox %s\n", t.name);
+        return 1;
+    }
+    if (rc != KF_OK) {
+        fprintf(stderr, "kefud admin mailbox delete: %s\n", error ? error : "failed");
+        return 1;
+    }
+    printf("mailbox %s deleted\n", t.name);
+    return 0;
+}
+
+int
+kf_email_admin_cli(const kf_config *cfg, int argc, char **argv)
+{
+    if (argc < 1)
+        return cli_usage();
+    if (!strcmp(argv[0], "put"))
+        return cli_put(cfg, argc - 1, argv + 1);
+    if (!strcmp(argv[0], "list"))
+        return cli_list(cfg);
+    if (!strcmp(argv[0], "delete"))
+        return cli_delete(cfg, argc - 1, argv + 1);
+    return cli_usage();
+}

@@ -116,4 +116,7 @@ int kf_email_init(kf_scheduler *s, const kf_config *cfg, char *err, size_t errsz
 /** Stop the LMTP listener (before the scheduler and workers stop). */
 void kf_email_shutdown(void);
 
+/** `kefud admin mailbox put|list|delete ...` (email_admin.c); exit code 0/1/2. */
+int kf_email_admin_cli(const kf_config *cfg, int argc, char **argv);
+
 #endif /* KEFU_EMAIL_H */
