@@ -292,16 +292,42 @@ build(kf_pool *pool, const kf_outbound *msg, const kf_email_mailbox *mb, const c
                       strcmp(msg->kind, "ack") == 0 ? "auto-replied" : "auto-generated");
     if (tok[0])
         kf_str_printf(&m, "X-Kefu-Ticket: %s\r\n", number);
-    kf_str_puts(&m, "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n"
-                    "Content-Transfer-Encoding: base64\r\n\r\n");
-    /* The body with CRLF line ends, base64 so any text passes any relay. */
+    /* multipart/alternative: the text, and the same text as HTML (escaped,
+     * line breaks kept) for clients that show HTML; both base64 so any text
+     * passes any relay.  The boundary holds "=_", which base64 text never
+     * contains, and the outbox row's id. */
+    char boundary[48];
+    snprintf(boundary, sizeof(boundary), "=_kefu_alt_%llu", (unsigned long long) msg->id);
+    kf_str_printf(&m, "MIME-Version: 1.0\r\nContent-Type: multipart/alternative; "
+                      "boundary=\"%s\"\r\n\r\n", boundary);
     for (const char *c = text; *c; c++) {
         if (*c == '\n' && (c == text || c[-1] != '\r'))
             kf_str_append(&body, "\r", 1);
         kf_str_append(&body, c, 1);
     }
+    kf_str_printf(&m, "--%s\r\nContent-Type: text/plain; charset=UTF-8\r\n"
+                      "Content-Transfer-Encoding: base64\r\n\r\n", boundary);
     b64(&m, (const unsigned char *) (body.ptr ? body.ptr : ""), body.len, 1);
     kf_str_puts(&m, "\r\n");
+    kf_str_reset(&body);
+    kf_str_puts(&body, "<!DOCTYPE html>\r\n<html><head><meta charset=\"utf-8\"></head>"
+                       "<body><div style=\"font-family:sans-serif;white-space:pre-wrap\">");
+    for (const char *c = text; *c; c++) {
+        switch (*c) {
+        case '&': kf_str_puts(&body, "&amp;"); break;
+        case '<': kf_str_puts(&body, "&lt;"); break;
+        case '>': kf_str_puts(&body, "&gt;"); break;
+        case '"': kf_str_puts(&body, "&quot;"); break;
+        case '\r': break;
+        case '\n': kf_str_puts(&body, "<br>\r\n"); break;
+        default: kf_str_append(&body, c, 1);
+        }
+    }
+    kf_str_puts(&body, "</div></body></html>\r\n");
+    kf_str_printf(&m, "--%s\r\nContent-Type: text/html; charset=UTF-8\r\n"
+                      "Content-Transfer-Encoding: base64\r\n\r\n", boundary);
+    b64(&m, (const unsigned char *) body.ptr, body.len, 1);
+    kf_str_printf(&m, "\r\n--%s--\r\n", boundary);
     kf_str_free(&body);
     char *r = kf_pool_strndup(pool, m.ptr, m.len);
     kf_str_free(&m);

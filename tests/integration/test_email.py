@@ -234,7 +234,8 @@ class EmailTest(unittest.TestCase):
         self.assertEqual(str(msg["Subject"]), "Your sign-in link")
         self.assertEqual(msg["Auto-Submitted"], "auto-generated")
         self.assertIn("support@kefu.test", str(msg["From"]))
-        self.assertIn("https://kefu.test/support/signin/abc", msg.get_content())
+        self.assertIn("https://kefu.test/support/signin/abc",
+                      msg.get_body(preferencelist=("plain",)).get_content())
 
     def test_reply_threading_and_bounce(self):
         st, _, r = self.post(mail("cust1@example.com", "Printer broken", msgid="t1@cust.example"),
@@ -250,7 +251,13 @@ class EmailTest(unittest.TestCase):
         self.assertIn("<t1@cust.example>", msg["References"])
         self.assertEqual(str(msg["Subject"]), "Re: [KF-%06d] Printer broken" % tid)
         self.assertIsNone(msg["Auto-Submitted"])
-        self.assertEqual(msg.get_content().replace("\r\n", "\n"), "Please restart it.\n请重启。")
+        # multipart/alternative: the text as sent, and an HTML part with it escaped.
+        self.assertEqual(msg.get_content_type(), "multipart/alternative")
+        self.assertEqual(msg.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n"),
+                         "Please restart it.\n请重启。")
+        html = msg.get_body(preferencelist=("html",)).get_content()
+        self.assertIn("Please restart it.<br>", html)
+        self.assertIn("请重启。", html)
         self.assertEqual(self.outbox_row(oid)[0], "sent")
 
         # the customer answers our mail: same ticket, whatever the subject
