@@ -19,6 +19,8 @@ import email
 import email.policy
 import os
 import re
+import subprocess
+import shutil
 import socket
 import sys
 import time
@@ -400,6 +402,38 @@ class EmailTest(unittest.TestCase):
         self.assertEqual(self.w.count("message", "external_id = 'lmtp-1@example.com'"), 2)
         c.send("QUIT\r\n")
         self.assertEqual(c.reply()[0], 221)
+
+    def swaks(self, *args, stdin=None):
+        # swaks is a real LMTP/SMTP client (Debian package swaks): no stand-in for the MTA side.
+        if shutil.which("swaks") is None:
+            raise AssertionError("swaks is not installed (deploy/lib.sh installs it)")
+        cp = subprocess.run(["swaks", "--protocol", "LMTP", "--server", "127.0.0.1",
+                             "--port", str(self.lmtp_port), "--timeout", "30"] + list(args),
+                            input=stdin, capture_output=True, text=True, timeout=120)
+        return cp
+
+    def test_lmtp_with_swaks(self):
+        # A delivery: swaks pipelines (it sees PIPELINING in LHLO) and reads each reply.
+        cp = self.swaks("--pipeline", "--from", "swaks1@example.com", "--to", "support@kefu.test",
+                        "--header", "Subject: Delivered by swaks", "--header",
+                        "Message-Id: <swaks-1@example.com>", "--body", "Hello from a real client")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertRegex(cp.stdout, r"<- +250 2\.0\.0 <support> delivered")
+        rows = self.w.db.query("SELECT t.subject, t.channel_account FROM message m JOIN ticket t "
+                               "ON t.id = m.ticket_id WHERE m.external_id = 'swaks-1@example.com'")
+        self.assertEqual([tuple(r) for r in rows], [("Delivered by swaks", "support")])
+        # An unknown recipient: 550, and swaks reports the failure.
+        cp = self.swaks("--from", "swaks2@example.com", "--to", "nobody@kefu.test",
+                        "--header", "Message-Id: <swaks-2@example.com>")
+        self.assertNotEqual(cp.returncode, 0, cp.stdout)
+        self.assertRegex(cp.stdout, r"<\*\* *550 ")
+        # An oversize message: 552 after DATA, nothing stored.
+        cp = self.swaks("--from", "swaks3@example.com", "--to", "support@kefu.test",
+                        "--header", "Message-Id: <swaks-3@example.com>",
+                        "--body", "-", stdin=("z" * 900 + "\n") * (MAX_SIZE // 900 + 2))
+        self.assertNotEqual(cp.returncode, 0, cp.stdout)
+        self.assertRegex(cp.stdout, r"<\*\* *552 ")
+        self.assertEqual(self.w.count("message", "external_id = 'swaks-3@example.com'"), 0)
 
     def test_lmtp_refusals(self):
         c = self.lmtp()
