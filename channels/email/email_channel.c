@@ -140,23 +140,47 @@ email_thread(kf_db *db, const kf_inbound *in, uint64_t customer_id, uint64_t *ti
     for (unsigned i = m->n_refs; i-- > 0;)
         if ((rc = ticket_by_msgid(db, m->refs[i], ticket_id_r, error_r)) != KF_OK || *ticket_id_r)
             return rc;
-    /* 2. A subject token, only from the ticket's own customer. */
+    /* 2. A subject token, only from the ticket's own customer or a known CC
+     *    (an address copied on the ticket's incoming mail: ticket_cc). */
     uint64_t id = kf_email_subject_ticket(m->subject);
     if (id == 0)
         return KF_OK;
     kf_stmt *st;
-    if ((rc = kf_db_stmt(db, "email.thread_subject", "SELECT customer_id FROM ticket WHERE id = ?",
+    if ((rc = kf_db_stmt(db, "email.thread_subject",
+                         "SELECT t.customer_id = ? OR EXISTS (SELECT 1 FROM ticket_cc c "
+                         " WHERE c.ticket_id = t.id AND c.address = ?) FROM ticket t WHERE t.id = ?",
                          &st, error_r)) != KF_OK)
         return rc;
-    kf_stmt_bind_u64(st, 0, id);
+    kf_stmt_bind_u64(st, 0, customer_id);
+    kf_stmt_bind_cstr(st, 1, m->from_addr ? m->from_addr : "");
+    kf_stmt_bind_u64(st, 2, id);
     if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
         return rc;
     rc = kf_stmt_fetch(st, error_r);
     if (rc < 0)
         return KF_EDB;
-    if (rc == 1 && kf_stmt_col_u64(st, 0) == customer_id)
+    if (rc == 1 && kf_stmt_col_i64(st, 0) == 1)
         *ticket_id_r = id;
     kf_stmt_done(st);
+    return KF_OK;
+}
+
+/* Remember the Cc addresses of an incoming mail on its ticket (known CCs). */
+static int
+record_ccs(kf_db *db, const kf_email_msg *m, uint64_t ticket_id, const char **error_r)
+{
+    kf_stmt *st;
+    int rc;
+    for (unsigned i = 0; i < m->n_cc; i++) {
+        if ((rc = kf_db_stmt(db, "email.cc_add",
+                             "INSERT IGNORE INTO ticket_cc (ticket_id, address) VALUES (?, ?)", &st,
+                             error_r)) != KF_OK)
+            return rc;
+        kf_stmt_bind_u64(st, 0, ticket_id);
+        kf_stmt_bind_cstr(st, 1, m->cc[i]);
+        if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+            return rc;
+    }
     return KF_OK;
 }
 
@@ -372,6 +396,8 @@ ingest_tx(kf_db *db, void *arg, const char **error_r)
     a->res->message_id = r.message_id;
     if (r.duplicate)
         return KF_OK;
+    if ((rc = record_ccs(db, a->m, r.ticket_id, error_r)) != KF_OK)
+        return rc;
     if (a->in->external_id != NULL && a->m->message_id != NULL) {
         if ((rc = kf_db_stmt(db, "email.msgid_in",
                              "INSERT IGNORE INTO email_message_id (message_id_hdr, direction, "

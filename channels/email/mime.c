@@ -597,6 +597,31 @@ walk_object(struct walk *w, GMimeObject *obj, unsigned depth, int in_alt, int in
 
 /* ---- headers of the top message ---- */
 
+/* Every mailbox address of a Cc header, lower-cased, at most KF_EMAIL_MAX_CC. */
+static void
+cc_list(kf_pool *pool, GMimeParserOptions *opts, const char *raw, kf_email_msg *m)
+{
+    m->n_cc = 0;
+    if (raw == NULL)
+        return;
+    InternetAddressList *l = internet_address_list_parse(opts, raw);
+    if (l == NULL)
+        return;
+    for (int i = 0; i < internet_address_list_length(l) && m->n_cc < KF_EMAIL_MAX_CC; i++) {
+        InternetAddress *a = internet_address_list_get_address(l, i);
+        if (!INTERNET_ADDRESS_IS_MAILBOX(a))
+            continue;
+        const char *ad = internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a));
+        if (ad == NULL || strchr(ad, '@') == NULL || strlen(ad) > 254)
+            continue;
+        char *lc = kf_email_decode_header(pool, ad);
+        for (char *c = lc; *c; c++)
+            *c = (char) tolower((unsigned char) *c);
+        m->cc[m->n_cc++] = lc;
+    }
+    g_object_unref(l);
+}
+
 static void
 address(kf_pool *pool, GMimeParserOptions *opts, const char *raw, const char **addr_r,
         const char **name_r)
@@ -775,6 +800,7 @@ kf_email_parse(kf_pool *pool, const char *raw, size_t len, const kf_email_limits
     if (m->from_addr == NULL)
         address(pool, opts, raw_header(o, "Return-Path"), &m->from_addr, NULL);
     address(pool, opts, raw_header(o, "To"), &m->to, NULL);
+    cc_list(pool, opts, raw_header(o, "Cc"), m);
     const char *mid = g_mime_message_get_message_id(msg);
     m->message_id = mid ? strip_angle(pool, mid) : NULL;
     references(pool, opts, m, o);

@@ -37,10 +37,13 @@ typedef struct kf_email_limits {
 #define KF_EMAIL_DEFAULT_LIMITS {25u * 1024 * 1024, 500, 20, 0}
 
 #define KF_EMAIL_MAX_REFS 32
+#define KF_EMAIL_MAX_CC 16
 
 typedef struct kf_email_msg {
     const char *from_addr, *from_name;  /* lower-cased address; name may be NULL */
     const char *to;                     /* first To address or NULL */
+    const char *cc[KF_EMAIL_MAX_CC];    /* Cc addresses, lower-cased */
+    unsigned n_cc;
     const char *subject;                /* decoded UTF-8, never NULL ("" when absent) */
     const char *message_id;             /* without <>, or NULL */
     const char *in_reply_to;            /* without <>, or NULL */

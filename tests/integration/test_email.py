@@ -277,6 +277,17 @@ class EmailTest(unittest.TestCase):
         st, _, r = self.post(mail("stranger@example.com", "Re: [KF-%06d] hijack" % tid,
                                   msgid="t4@evil.example"), mailbox="sales")
         self.assertNotEqual(r["ticket_id"], tid)
+        # ...or from a known CC: an address copied on the ticket's incoming mail
+        st, _, r = self.post(mail("cust1@example.com", "Re: [KF-%06d] looping in a colleague" % tid,
+                                  msgid="t5@cust.example", extra="Cc: Colleague <Colleague@Cust.Example>\r\n"),
+                             mailbox="sales")
+        self.assertEqual(r["ticket_id"], tid)
+        st, _, r = self.post(mail("colleague@cust.example", "Re: [KF-%06d] from the colleague" % tid,
+                                  msgid="t6@cust.example"), mailbox="sales")
+        self.assertEqual(r["ticket_id"], tid)
+        st, _, r = self.post(mail("stranger@example.com", "Re: [KF-%06d] still not you" % tid,
+                                  msgid="t7@evil.example"), mailbox="sales")
+        self.assertNotEqual(r["ticket_id"], tid)
 
         # the mail bounces later: the row is dead with the reason, no ticket is opened
         dsn = eml("dsn_bounce.eml").replace(b"<kf.5.out@kefu.test>", mid.encode())
