@@ -108,6 +108,36 @@ reply_list(kf_reply *out, kf_call *c, json_t *items, unsigned limit, uint64_t la
     return kf_reply_json(out, c, 200, json_pack("{s:o, s:o}", "items", items, "next", next));
 }
 
+typedef json_t *row_json_fn(kf_stmt *st, kf_pool *pool);
+
+/*
+ * Run st (parameters bound, its last LIMIT being limit + 1, its first
+ * column the row id) and reply one keyset page of rows made by row.
+ */
+static int
+reply_page(kf_reply *out, kf_call *c, kf_stmt *st, unsigned limit, row_json_fn *row)
+{
+    const char *error = NULL;
+    uint64_t last = 0;
+    unsigned n = 0;
+    int rc;
+
+    if ((rc = kf_stmt_exec(st, &error)) != KF_OK)
+        return kf_reply_internal(out, c, error);
+    json_t *items = json_array();
+    while ((rc = kf_stmt_fetch(st, &error)) == 1) {
+        if (n++ < limit)
+            last = kf_stmt_col_u64(st, 0);
+        json_array_append_new(items, row(st, c->pool));
+    }
+    kf_stmt_done(st);
+    if (rc < 0) {
+        json_decref(items);
+        return kf_reply_internal(out, c, error);
+    }
+    return reply_list(out, c, items, limit, last);
+}
+
 /* An unsigned integer field 0..max (kf_json_get_u64 insists on > 0). */
 static int
 get_uint(json_t *obj, const char *key, uint64_t max, uint64_t *out, json_t **errors)
@@ -304,7 +334,7 @@ h_agents_list(kf_call *c, kf_reply *out)
     const char *error = NULL;
     json_t *errors = NULL;
     unsigned limit;
-    uint64_t after, last = 0;
+    uint64_t after;
     int active_v = -1;
     kf_stmt *st;
     int rc;
@@ -340,21 +370,7 @@ h_agents_list(kf_call *c, kf_reply *out)
         kf_stmt_bind_i64(st, 4, active_v);
     }
     kf_stmt_bind_u64(st, 5, limit + 1);
-    if ((rc = kf_stmt_exec(st, &error)) != KF_OK)
-        return kf_reply_internal(out, c, error);
-    json_t *items = json_array();
-    unsigned n = 0;
-    while ((rc = kf_stmt_fetch(st, &error)) == 1) {
-        if (n++ < limit)
-            last = kf_stmt_col_u64(st, 0);
-        json_array_append_new(items, kf_agent_row_json(st, c->pool));
-    }
-    kf_stmt_done(st);
-    if (rc < 0) {
-        json_decref(items);
-        return kf_reply_internal(out, c, error);
-    }
-    return reply_list(out, c, items, limit, last);
+    return reply_page(out, c, st, limit, kf_agent_row_json);
 }
 
 /* GET /api/v1/agents/{id} */
@@ -861,7 +877,7 @@ h_queues_list(kf_call *c, kf_reply *out)
 {
     const char *error = NULL;
     unsigned limit;
-    uint64_t after, last = 0;
+    uint64_t after;
     kf_stmt *st;
     int rc;
 
@@ -874,21 +890,7 @@ h_queues_list(kf_call *c, kf_reply *out)
         return kf_reply_internal(out, c, error);
     kf_stmt_bind_u64(st, 0, after);
     kf_stmt_bind_u64(st, 1, limit + 1);
-    if ((rc = kf_stmt_exec(st, &error)) != KF_OK)
-        return kf_reply_internal(out, c, error);
-    json_t *items = json_array();
-    unsigned n = 0;
-    while ((rc = kf_stmt_fetch(st, &error)) == 1) {
-        if (n++ < limit)
-            last = kf_stmt_col_u64(st, 0);
-        json_array_append_new(items, queue_row_json(st, c->pool));
-    }
-    kf_stmt_done(st);
-    if (rc < 0) {
-        json_decref(items);
-        return kf_reply_internal(out, c, error);
-    }
-    return reply_list(out, c, items, limit, last);
+    return reply_page(out, c, st, limit, queue_row_json);
 }
 
 /* GET /api/v1/queues/{id} */
@@ -1287,7 +1289,7 @@ h_tokens_list(kf_call *c, kf_reply *out)
 {
     const char *error = NULL;
     unsigned limit;
-    uint64_t after, last = 0;
+    uint64_t after;
     kf_stmt *st;
     int rc;
 
@@ -1300,21 +1302,7 @@ h_tokens_list(kf_call *c, kf_reply *out)
         return kf_reply_internal(out, c, error);
     kf_stmt_bind_u64(st, 0, after);
     kf_stmt_bind_u64(st, 1, limit + 1);
-    if ((rc = kf_stmt_exec(st, &error)) != KF_OK)
-        return kf_reply_internal(out, c, error);
-    json_t *items = json_array();
-    unsigned n = 0;
-    while ((rc = kf_stmt_fetch(st, &error)) == 1) {
-        if (n++ < limit)
-            last = kf_stmt_col_u64(st, 0);
-        json_array_append_new(items, token_row_json(st, c->pool));
-    }
-    kf_stmt_done(st);
-    if (rc < 0) {
-        json_decref(items);
-        return kf_reply_internal(out, c, error);
-    }
-    return reply_list(out, c, items, limit, last);
+    return reply_page(out, c, st, limit, token_row_json);
 }
 
 /* GET /api/v1/tokens/{id} */
