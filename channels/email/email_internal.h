@@ -5,6 +5,7 @@
 #define KEFU_EMAIL_INTERNAL_H
 
 #include <stdint.h>
+#include "kefu/channel.h"
 #include "kefu/email.h"
 
 typedef struct kf_email_mailbox {
@@ -23,6 +24,11 @@ int kf_email_h_list(kf_call *c, kf_reply *out);
 int kf_email_h_put(kf_call *c, kf_reply *out);
 int kf_email_h_delete(kf_call *c, kf_reply *out);
 int kf_email_h_quarantine(kf_call *c, kf_reply *out);
+
+/* compose.c: the mail for outbox row msg (Message-ID mid); NULL with *why
+ * when the row cannot become mail. */
+char *kf_email_compose(kf_pool *pool, const kf_outbound *msg, const kf_email_mailbox *mb,
+                       const char *mid, const char **why);
 
 /* smtp_send.c */
 void kf_email_smtp_register(const kf_config *cfg);

@@ -92,6 +92,9 @@ struct kf_config {
     unsigned lmtp_max_size;       /* bytes of one message (LMTP SIZE, HTTP inbound) */
     unsigned lmtp_max_sessions;   /* concurrent LMTP sessions */
     unsigned lmtp_timeout;        /* seconds an LMTP client may stay idle */
+    unsigned lmtp_workers;        /* ingest threads of the LMTP listener */
+    char *tls_ca_bundle;          /* CA PEM for IMAP/SMTP servers; "" = system store */
+    char *imap_starttls;          /* no | try | require (imap:// URLs) */
     char *smtp_host;              /* outbound SMTP relay */
     unsigned smtp_port;
     char *smtp_starttls;          /* no | try | require */
