@@ -221,6 +221,10 @@ static const cfg_def defs[] = {
      "largest JSON request body in bytes"},
     {"attachment_max_bytes", T_UINT, OFF(attachment_max_bytes), "26214400", 1024, 268435456,
      NULL, 0, NULL, "largest single attachment in bytes"},
+    {"reply_attachments_max_bytes", T_UINT, OFF(reply_attachments_max_bytes), "15728640", 0,
+     268435456, NULL, 0, NULL,
+     "bytes of attachments one agent reply may carry (about 4/3 of that once base64-encoded in "
+     "mail; relays often refuse messages over 25 MB)"},
     {"attachment_max_count", T_UINT, OFF(attachment_max_count), "10", 0, 100, NULL, 0, NULL,
      "attachments per message"},
     {"outbox_period_ms", T_UINT, OFF(outbox_period_ms), "500", 10, 60000, NULL, 0, NULL,

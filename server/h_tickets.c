@@ -708,6 +708,8 @@ struct answer_tx {
     uint64_t id;
     int internal;
     const char *text, *status;
+    uint64_t *att_ids; /* attachment_ids: files uploaded to the ticket, sent with the answer */
+    size_t n_att;
     uint64_t message_id, outbox_id;
     struct refusal f;
 };
@@ -757,6 +759,90 @@ reply_target(kf_db *db, kf_pool *pool, const kf_ticket *tk, const char **target_
     return KF_OK;
 }
 
+/*
+ * Tie the answer's attachment_ids to its message: each must be a file
+ * uploaded to this ticket and not yet part of a message; together within
+ * reply_attachments_max_bytes.  *list_r: [{id, filename, content_type,
+ * size}] for the outbox payload (NULL when there are none).
+ */
+static int
+attach_to_answer(kf_db *db, struct answer_tx *t, uint64_t ticket_id, json_t **list_r,
+                 const char **error_r)
+{
+    kf_call *c = t->c;
+    kf_stmt *sel, *up;
+    uint64_t total = 0;
+    int rc;
+
+    *list_r = NULL;
+    if (t->n_att == 0)
+        return KF_OK;
+    if ((rc = kf_db_stmt(db, "ticket.answer_attachment",
+                         "SELECT filename, content_type, size FROM attachment WHERE id = ? AND "
+                         "ticket_id = ? AND message_id IS NULL FOR UPDATE",
+                         &sel, error_r)) != KF_OK ||
+        (rc = kf_db_stmt(db, "ticket.answer_attach",
+                         "UPDATE attachment SET message_id = ? WHERE id = ?", &up, error_r)) !=
+            KF_OK)
+        return rc;
+    json_t *list = json_array();
+    for (size_t i = 0; i < t->n_att; i++) {
+        kf_stmt_bind_u64(sel, 0, t->att_ids[i]);
+        kf_stmt_bind_u64(sel, 1, ticket_id);
+        if ((rc = kf_stmt_exec(sel, error_r)) != KF_OK || (rc = kf_stmt_fetch(sel, error_r)) < 0)
+            goto fail;
+        if (rc == 0) {
+            json_decref(list);
+            return refuse(&t->f, 422, "validation",
+                          kf_pool_printf(c->pool, "attachment_ids[%zu]", i),
+                          "not a file of this ticket waiting to be sent: upload it with POST "
+                          "/api/v1/tickets/{id}/attachments (without message_id) first");
+        }
+        char *name = kf_stmt_col_str(sel, 0, c->pool, NULL);
+        char *type = kf_stmt_col_str(sel, 1, c->pool, NULL);
+        uint64_t size = kf_stmt_col_u64(sel, 2);
+        kf_stmt_done(sel);
+        total += size;
+        json_array_append_new(list, json_pack("{s:I, s:s, s:s, s:I}", "id",
+                                              (json_int_t) t->att_ids[i], "filename", name,
+                                              "content_type", type, "size", (json_int_t) size));
+        kf_stmt_bind_u64(up, 0, t->message_id);
+        kf_stmt_bind_u64(up, 1, t->att_ids[i]);
+        if ((rc = kf_stmt_exec(up, error_r)) != KF_OK)
+            goto fail;
+    }
+    if (total > c->cfg->reply_attachments_max_bytes) {
+        json_decref(list);
+        return refuse(&t->f, 413, "payload-too-large", "attachment_ids",
+                      kf_pool_printf(c->pool, "The attachments come to %llu bytes; one answer "
+                                     "may carry at most %u.", (unsigned long long) total,
+                                     c->cfg->reply_attachments_max_bytes));
+    }
+    *list_r = list;
+    return KF_OK;
+fail:
+    json_decref(list);
+    return rc;
+}
+
+/*
+ * The channel a public answer leaves by: the ticket's own, except that
+ * tickets from the web form and the API are answered by e-mail (from
+ * webform_mailbox, else the first mailbox).
+ */
+static void
+answer_channel(const kf_config *cfg, const kf_ticket *tk, const char **channel_r,
+               const char **account_r)
+{
+    if (strcmp(tk->channel, "web") == 0 || strcmp(tk->channel, "api") == 0) {
+        *channel_r = "email";
+        *account_r = cfg->webform_mailbox[0] ? cfg->webform_mailbox : NULL;
+    } else {
+        *channel_r = tk->channel;
+        *account_r = tk->channel_account;
+    }
+}
+
 static int
 answer_tx(kf_db *db, void *arg, const char **error_r)
 {
@@ -794,23 +880,31 @@ answer_tx(kf_db *db, void *arg, const char **error_r)
     };
     if ((rc = kf_ticket_add_message(db, &m, &t->message_id, error_r)) != KF_OK)
         return rc;
+    json_t *files;
+    if ((rc = attach_to_answer(db, t, tk.id, &files, error_r)) != KF_OK)
+        return rc;
 
-    /* 2. A public reply goes out through the outbox, on the ticket's own channel. */
+    /* 2. A public reply goes out through the outbox (answer_channel()). */
     if (!t->internal) {
-        const char *target;
+        const char *target, *channel, *account;
         char key[48], number[32];
-        if ((rc = reply_target(db, c->pool, &tk, &target, error_r)) != KF_OK)
+        if ((rc = reply_target(db, c->pool, &tk, &target, error_r)) != KF_OK) {
+            json_decref(files);
             return rc;
+        }
+        answer_channel(c->cfg, &tk, &channel, &account);
         snprintf(key, sizeof(key), "reply:%llu", (unsigned long long) t->message_id);
         kf_ticket_number(tk.id, number, sizeof(number));
         json_t *payload = json_pack("{s:s, s:I, s:s, s:s, s:I, s:s}", "template", "reply",
                                     "ticket_id", (json_int_t) tk.id, "number", number, "subject",
                                     tk.subject, "message_id", (json_int_t) t->message_id, "text",
                                     t->text);
+        if (files != NULL)
+            json_object_set_new(payload, "attachments", files);
         kf_outbox_new row = {
             .kind = "reply",
-            .channel = tk.channel,
-            .channel_account = tk.channel_account,
+            .channel = channel,
+            .channel_account = account,
             .target = target ? target : "",
             .payload = payload,
             .dedupe_key = key,
@@ -823,6 +917,8 @@ answer_tx(kf_db *db, void *arg, const char **error_r)
             return rc;
         if ((rc = kf_ticket_first_response(db, tk.id, error_r)) != KF_OK)
             return rc;
+    } else {
+        json_decref(files);
     }
 
     /* 3. Status: as asked, else a first answer opens a new ticket. */
@@ -860,8 +956,8 @@ answer_tx(kf_db *db, void *arg, const char **error_r)
 static int
 parse_answer(kf_call *c, kf_reply *out, int internal, struct answer_tx *t)
 {
-    static const char *const reply_allowed[] = {"text", "status", NULL};
-    static const char *const note_allowed[] = {"text", NULL};
+    static const char *const reply_allowed[] = {"text", "status", "attachment_ids", NULL};
+    static const char *const note_allowed[] = {"text", "attachment_ids", NULL};
     json_t *errors = NULL, *root;
 
     memset(t, 0, sizeof(*t));
@@ -874,6 +970,8 @@ parse_answer(kf_call *c, kf_reply *out, int internal, struct answer_tx *t)
     kf_json_get_str(root, "text", 1, TEXT_MAX, &t->text, &errors);
     if (!internal)
         kf_json_get_enum(root, "status", 0, kf_ticket_statuses, &t->status, &errors);
+    kf_json_get_ids(root, "attachment_ids", c->cfg->attachment_max_count, c->pool, &t->att_ids,
+                    &t->n_att, &errors);
     if (errors != NULL) {
         kf_reply_invalid(out, c, errors);
         return 0;

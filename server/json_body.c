@@ -119,6 +119,45 @@ kf_json_get_u64(json_t *obj, const char *key, int required, uint64_t *out, json_
 }
 
 int
+kf_json_get_ids(json_t *obj, const char *key, size_t max, kf_pool *pool, uint64_t **ids_r,
+                size_t *n_r, json_t **errors)
+{
+    json_t *v = json_object_get(obj, key), *e;
+    size_t i, n;
+    *ids_r = NULL;
+    *n_r = 0;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_array(v)) {
+        kf_problem_add_error(errors, key, "must be an array of ids");
+        return 0;
+    }
+    if ((n = json_array_size(v)) > max) {
+        kf_problem_add_error(errors, key,
+                             kf_pool_printf(pool, "at most %zu ids", max));
+        return 0;
+    }
+    uint64_t *ids = kf_pool_alloc(pool, (n ? n : 1) * sizeof(*ids));
+    json_array_foreach(v, i, e) {
+        char field[64];
+        snprintf(field, sizeof(field), "%s[%zu]", key, i);
+        if (!json_is_integer(e) || json_integer_value(e) <= 0) {
+            kf_problem_add_error(errors, field, "must be a positive integer");
+            return 0;
+        }
+        ids[i] = (uint64_t) json_integer_value(e);
+        for (size_t j = 0; j < i; j++)
+            if (ids[j] == ids[i]) {
+                kf_problem_add_error(errors, field, "appears twice");
+                return 0;
+            }
+    }
+    *ids_r = ids;
+    *n_r = n;
+    return 1;
+}
+
+int
 kf_json_get_bool(json_t *obj, const char *key, int required, int *out, json_t **errors)
 {
     json_t *v = json_object_get(obj, key);

@@ -8,6 +8,7 @@
  * an escaped HTML rendering), wrapped in multipart/mixed with the reply's
  * attachments when it has any.
  */
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "kefu/db.h"
 #include "kefu/email.h"
 #include "kefu/log.h"
+#include "kefu/ticket.h"
 #include "email_internal.h"
 
 static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -138,10 +140,112 @@ ticket_refs(kf_db *db, kf_pool *pool, uint64_t ticket_id, const char *mine, cons
     return n;
 }
 
+/*
+ * A MIME parameter value per RFC 2231: name="ascii" when the value is plain
+ * printable ASCII without quotes, else name*0*=UTF-8''%XX...; name*1*=...
+ * in pieces short enough for the 78-character line.
+ */
+static void
+mime_param(kf_str *out, const char *name, const char *value)
+{
+    int plain = 1;
+    for (const char *c = value; *c; c++)
+        if ((unsigned char) *c < 0x20 || (unsigned char) *c >= 0x7f || *c == '"' || *c == '\\')
+            plain = 0;
+    if (plain && strlen(value) < 900) {
+        kf_str_printf(out, ";\r\n %s=\"%s\"", name, value);
+        return;
+    }
+    unsigned part = 0;
+    size_t col = 0;
+    for (const unsigned char *c = (const unsigned char *) value; *c || part == 0;) {
+        kf_str_printf(out, ";\r\n %s*%u*=%s", name, part, part == 0 ? "UTF-8''" : "");
+        col = 0;
+        while (*c && col < 54) {
+            /* a UTF-8 sequence stays in one piece */
+            size_t cl = *c >= 0xF0 ? 4 : *c >= 0xE0 ? 3 : *c >= 0xC0 ? 2 : 1;
+            for (size_t k = 0; k < cl && *c; k++, c++) {
+                if (isalnum(*c) || strchr("!#$&+-.^_`|~", *c))
+                    kf_str_append(out, (const char *) c, 1), col++;
+                else
+                    kf_str_printf(out, "%%%02X", *c), col += 3;
+            }
+        }
+        part++;
+    }
+}
+
+/*
+ * The attachments of an agent reply (payload "attachments": [{id, filename,
+ * content_type, size}]) as MIME parts after "--boundary".  KF_ENOTFOUND when
+ * one is gone (the row cannot be sent as written), KF_ERR on a database
+ * error (worth a retry).
+ */
+static int
+attachment_parts(kf_db *db, kf_pool *pool, const json_t *list, const char *boundary, kf_str *m,
+                 const char **why)
+{
+    size_t i;
+    const json_t *a;
+    kf_stmt *st;
+    const char *err = NULL;
+    if (kf_db_stmt(db, "email.out_chunks",
+                   "SELECT data FROM attachment_chunk WHERE attachment_id = ? ORDER BY seq", &st,
+                   &err) != KF_OK) {
+        *why = err;
+        return KF_ERR;
+    }
+    json_array_foreach(list, i, a) {
+        uint64_t id = (uint64_t) json_integer_value(json_object_get(a, "id"));
+        uint64_t size = (uint64_t) json_integer_value(json_object_get(a, "size"));
+        const char *name = jstr(a, "filename"), *type = jstr(a, "content_type");
+        kf_str data = KF_STR_INIT;
+        int rc;
+        if (name == NULL || !*name)
+            name = "attachment";
+        if (type == NULL || !header_safe(type) || strchr(type, '/') == NULL)
+            type = "application/octet-stream";
+        kf_stmt_bind_u64(st, 0, id);
+        if (kf_stmt_exec(st, &err) != KF_OK) {
+            *why = err;
+            return KF_ERR;
+        }
+        while ((rc = kf_stmt_fetch(st, &err)) == 1) {
+            size_t n = 0;
+            kf_pool *tmp = kf_pool_create(KF_ATTACHMENT_CHUNK + 1024);
+            const char *chunk = kf_stmt_col_str(st, 0, tmp, &n);
+            kf_str_append(&data, chunk, n);
+            kf_pool_destroy(&tmp);
+        }
+        kf_stmt_done(st);
+        if (rc < 0) {
+            kf_str_free(&data);
+            *why = err;
+            return KF_ERR;
+        }
+        if (data.len != size) {
+            kf_str_free(&data);
+            *why = kf_pool_printf(pool, "attachment %" PRIu64 " (%s) is missing or incomplete",
+                                  id, name);
+            return KF_ENOTFOUND;
+        }
+        /* the type's own parameters (charset) stay; name= is added */
+        kf_str_printf(m, "--%s\r\nContent-Type: %s", boundary, type);
+        mime_param(m, "name", name);
+        kf_str_puts(m, "\r\nContent-Disposition: attachment");
+        mime_param(m, "filename", name);
+        kf_str_printf(m, ";\r\n size=%zu\r\nContent-Transfer-Encoding: base64\r\n\r\n", data.len);
+        b64(m, (const unsigned char *) (data.ptr ? data.ptr : ""), data.len, 1);
+        kf_str_puts(m, "\r\n");
+        kf_str_free(&data);
+    }
+    return KF_OK;
+}
+
 /* Build the RFC 5322 text; NULL with *why when the row cannot become mail. */
 char *
 kf_email_compose(kf_pool *pool, const kf_outbound *msg, const kf_email_mailbox *mb, const char *mid,
-      const char **why)
+                 const char **why, int *transient_r)
 {
     const json_t *p = msg->payload;
     const char *number = jstr(p, "number");
@@ -153,6 +257,7 @@ kf_email_compose(kf_pool *pool, const kf_outbound *msg, const kf_email_mailbox *
 
     if (!header_safe(msg->target) || strchr(msg->target, '@') == NULL) {
         *why = "target is not a mail address";
+        *transient_r = 0;
         return NULL;
     }
     if (number && *number && header_safe(number))
@@ -236,10 +341,17 @@ kf_email_compose(kf_pool *pool, const kf_outbound *msg, const kf_email_mailbox *
      * line breaks kept) for clients that show HTML; both base64 so any text
      * passes any relay.  The boundary holds "=_", which base64 text never
      * contains, and the outbox row's id. */
-    char boundary[48];
+    char boundary[48], mixed[48];
+    const json_t *files = json_object_get(p, "attachments");
+    int with_files = json_is_array(files) && json_array_size(files) > 0;
     snprintf(boundary, sizeof(boundary), "=_kefu_alt_%llu", (unsigned long long) msg->id);
-    kf_str_printf(&m, "MIME-Version: 1.0\r\nContent-Type: multipart/alternative; "
-                      "boundary=\"%s\"\r\n\r\n", boundary);
+    snprintf(mixed, sizeof(mixed), "=_kefu_mix_%llu", (unsigned long long) msg->id);
+    kf_str_puts(&m, "MIME-Version: 1.0\r\n");
+    if (with_files)
+        kf_str_printf(&m, "Content-Type: multipart/mixed; boundary=\"%s\"\r\n\r\n"
+                          "This is a multi-part message in MIME format.\r\n--%s\r\n",
+                      mixed, mixed);
+    kf_str_printf(&m, "Content-Type: multipart/alternative; boundary=\"%s\"\r\n\r\n", boundary);
     for (const char *c = text; *c; c++) {
         if (*c == '\n' && (c == text || c[-1] != '\r'))
             kf_str_append(&body, "\r", 1);
@@ -269,6 +381,15 @@ kf_email_compose(kf_pool *pool, const kf_outbound *msg, const kf_email_mailbox *
     b64(&m, (const unsigned char *) body.ptr, body.len, 1);
     kf_str_printf(&m, "\r\n--%s--\r\n", boundary);
     kf_str_free(&body);
+    if (with_files) {
+        int rc = attachment_parts(msg->db, pool, files, mixed, &m, why);
+        if (rc != KF_OK) {
+            *transient_r = rc != KF_ENOTFOUND;
+            kf_str_free(&m);
+            return NULL;
+        }
+        kf_str_printf(&m, "--%s--\r\n", mixed);
+    }
     char *r = kf_pool_strndup(pool, m.ptr, m.len);
     kf_str_free(&m);
     return r;

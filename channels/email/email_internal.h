@@ -26,9 +26,10 @@ int kf_email_h_delete(kf_call *c, kf_reply *out);
 int kf_email_h_quarantine(kf_call *c, kf_reply *out);
 
 /* compose.c: the mail for outbox row msg (Message-ID mid); NULL with *why
- * when the row cannot become mail. */
+ * when the row cannot become mail, *transient_r 1 when a retry may help
+ * (database error), 0 when it cannot. */
 char *kf_email_compose(kf_pool *pool, const kf_outbound *msg, const kf_email_mailbox *mb,
-                       const char *mid, const char **why);
+                       const char *mid, const char **why, int *transient_r);
 
 /* smtp_send.c */
 void kf_email_smtp_register(const kf_config *cfg);

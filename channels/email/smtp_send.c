@@ -105,11 +105,12 @@ deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer)
     kf_email_outbound_message_id(msg->id, at ? at + 1 : NULL, mid, sizeof(mid));
     record_id(msg->db, msg, mid);
     const char *why = NULL;
-    char *text = kf_email_compose(pool, msg, &mb, mid, &why);
+    int transient = 0;
+    char *text = kf_email_compose(pool, msg, &mb, mid, &why, &transient);
     if (text == NULL) {
-        kf_str_puts(peer, why);
+        kf_str_puts(peer, why ? why : "the message could not be composed");
         kf_pool_destroy(&pool);
-        return KF_DELIVER_REJECTED;
+        return transient ? KF_DELIVER_RETRY : KF_DELIVER_REJECTED;
     }
 
     smtp_session_t session = smtp_create_session();

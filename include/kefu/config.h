@@ -61,6 +61,7 @@ struct kf_config {
     unsigned api_max_body;       /* JSON request bodies, bytes */
     unsigned attachment_max_bytes;
     unsigned attachment_max_count;
+    unsigned reply_attachments_max_bytes; /* total of one reply's attachments */
     /* outbox */
     unsigned outbox_period_ms;
     unsigned outbox_batch;

@@ -190,6 +190,9 @@ int kf_json_get_str(json_t *obj, const char *key, int required, size_t max_len, 
                     json_t **errors);
 int kf_json_get_u64(json_t *obj, const char *key, int required, uint64_t *out, json_t **errors);
 int kf_json_get_bool(json_t *obj, const char *key, int required, int *out, json_t **errors);
+/* An array of at most max distinct positive integer ids; *ids_r in pool (NULL, 0 when absent). */
+int kf_json_get_ids(json_t *obj, const char *key, size_t max, kf_pool *pool, uint64_t **ids_r,
+                    size_t *n_r, json_t **errors);
 /** A string field that must be one of choices (NULL-terminated). */
 int kf_json_get_enum(json_t *obj, const char *key, int required, const char *const *choices,
                      const char **out, json_t **errors);

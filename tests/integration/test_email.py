@@ -88,6 +88,7 @@ class EmailTest(unittest.TestCase):
             "KEFU_OUTBOX_BACKOFF_BASE": "1",
             "KEFU_OUTBOX_BACKOFF_MAX": "2",
             "KEFU_SHUTDOWN_TIMEOUT": "10",
+            "KEFU_REPLY_ATTACHMENTS_MAX_BYTES": "300000",
         }
         cls.w = kefu_api.World(cls.addClassCleanup, env=env)
         q = cls.w.db.query
@@ -325,6 +326,109 @@ class EmailTest(unittest.TestCase):
         row = kt.wait_for(lambda: (lambda x: x if x[0] == "dead" else None)(self.outbox_row(oid)), 30)
         self.assertTrue(row, self.outbox_row(oid))
         self.assertIn("550 5.1.1 mailbox unavailable", row[2] + row[3])
+
+    # -- outbound attachments
+
+    def upload(self, tid, files, who):
+        """POST files [(filename, bytes)] to the ticket; the attachment ids."""
+        b = "kefu-test-boundary-7f3a"
+        body = b""
+        for name, data in files:
+            body += ("--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n"
+                     "Content-Type: application/octet-stream\r\n\r\n" % (b, name)).encode() + data + b"\r\n"
+        body += ("--%s--\r\n" % b).encode()
+        st, _, r = self.w.api("POST", "/api/v1/tickets/%d/attachments" % tid, raw=body, who=who,
+                              headers={"Content-Type": "multipart/form-data; boundary=" + b})
+        self.assertEqual(st, 201, r)
+        return [a["id"] for a in r["items"]]
+
+    def test_reply_with_attachments(self):
+        st, _, r = self.post(mail("files@example.com", "Need the invoice", msgid="att1@cust.example"),
+                             mailbox="sales")
+        tid = r["ticket_id"]
+        png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40 + b"\x00\xff" * 7
+        cn_name = "报价单（2026 年第四季度）— 最终版本，请查收并回复确认。" * 2 + ".txt"
+        cn_text = "价格：¥1,280\n数量：3\n".encode() * 50
+        ids = self.upload(tid, [("screen shot.png", png), (cn_name, cn_text)], who="carol")
+        self.assertEqual(len(ids), 2)
+        st, _, r = self.w.api("POST", "/api/v1/tickets/%d/replies" % tid,
+                              {"text": "Attached: the invoice.\n附件是发票。", "attachment_ids": ids},
+                              who="carol")
+        self.assertEqual(st, 201, r)
+        msg_id = r["message_id"]
+        oid = int(self.w.db.scalar("SELECT id FROM outbox WHERE dedupe_key = 'reply:%d'" % msg_id))
+        # the files now belong to the reply's message, in the ticket's history
+        st, _, t = self.w.api("GET", "/api/v1/tickets/%d" % tid, who="carol")
+        mine = [m for m in t["messages"] if m["id"] == msg_id][0]
+        self.assertEqual(sorted(a["id"] for a in mine["attachments"]), sorted(ids))
+        # ...and arrive as multipart/mixed: the alternative body, then each file, bytes intact
+        got = self.wait_smtp(lambda m: b"kf.%d.out@" % oid in m[2])
+        raw = got[0][2]
+        self.assertTrue(all(len(l) <= 998 for l in raw.split(b"\r\n")))  # RFC 5322 line limit
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        self.assertEqual(msg.get_content_type(), "multipart/mixed")
+        parts = list(msg.iter_parts())
+        self.assertEqual(parts[0].get_content_type(), "multipart/alternative")
+        self.assertEqual(msg.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n"),
+                         "Attached: the invoice.\n附件是发票。")
+        files = [(a.get_filename(), a.get_content_type(), a.get_payload(decode=True))
+                 for a in msg.iter_attachments()]
+        self.assertEqual(files, [("screen shot.png", "image/png", png),
+                                 (cn_name, "text/plain", cn_text)])
+        self.assertEqual(self.outbox_row(oid)[0], "sent")
+
+        # each file goes out once: a second reply may not take it again
+        before = self.w.counts()
+        st, _, r = self.w.api("POST", "/api/v1/tickets/%d/replies" % tid,
+                              {"text": "again", "attachment_ids": [ids[0]]}, who="carol")
+        self.assertEqual(st, 422, r)
+        self.assertEqual([e["field"] for e in r["errors"]], ["attachment_ids[0]"])
+        self.assertEqual(self.w.counts(), before)  # nothing half-written: no message, no outbox row
+        # bad shapes
+        for bad, field in (("x", "attachment_ids"), ([1, 1], "attachment_ids[1]"),
+                           ([0], "attachment_ids[0]"), (list(range(1, 40)), "attachment_ids")):
+            st, _, r = self.w.api("POST", "/api/v1/tickets/%d/replies" % tid,
+                                  {"text": "bad", "attachment_ids": bad}, who="carol")
+            self.assertEqual(st, 422, (bad, r))
+            self.assertIn(field, [e["field"] for e in r["errors"]], (bad, r))
+        # a file of another ticket is refused, and stays where it was
+        st, _, r2 = self.post(mail("other@example.com", "Other", msgid="att2@cust.example"),
+                              mailbox="sales")
+        other = self.upload(r2["ticket_id"], [("other.txt", b"other ticket\n")], who="carol")
+        st, _, r = self.w.api("POST", "/api/v1/tickets/%d/replies" % tid,
+                              {"text": "not yours", "attachment_ids": other}, who="carol")
+        self.assertEqual(st, 422, r)
+        self.assertEqual(self.w.count("attachment", "id = %d AND message_id IS NULL" % other[0]), 1)
+        # together over reply_attachments_max_bytes (300000 here): 413, nothing taken
+        big = self.upload(tid, [("a.bin", b"\x01" * 160000), ("b.bin", b"\x02" * 160000)], who="carol")
+        before = self.w.counts()
+        st, _, r = self.w.api("POST", "/api/v1/tickets/%d/replies" % tid,
+                              {"text": "too much", "attachment_ids": big}, who="carol")
+        self.assertEqual(st, 413, r)
+        self.assertEqual(r["errors"][0]["field"], "attachment_ids")
+        self.assertEqual(self.w.counts(), before)
+        self.assertEqual(self.w.count("attachment", "id IN (%d, %d) AND message_id IS NULL" % tuple(big)), 2)
+        # an internal note takes files too, and sends nothing
+        st, _, r = self.w.api("POST", "/api/v1/tickets/%d/notes" % tid,
+                              {"text": "the logs", "attachment_ids": big[:1]}, who="carol")
+        self.assertEqual(st, 201, r)
+        self.assertEqual(int(self.w.db.scalar("SELECT message_id FROM attachment WHERE id = %d" % big[0])),
+                         r["message_id"])
+        self.assertEqual(self.w.count("outbox", "message_id = %d" % r["message_id"]), 0)
+
+    def test_api_ticket_answered_by_mail(self):
+        # a ticket filed through the API (or the web form) has no mail thread of its own:
+        # the answer is mailed to the customer from the first mailbox
+        st, _, t = self.w.api("POST", "/api/v1/tickets", {"subject": "Filed by phone", "text": "x",
+                              "queue_id": self.w.q1, "customer": {"email": "caller@example.net"}},
+                              who="alice")
+        self.assertEqual(st, 201, t)
+        oid = self.reply(t["id"], "We called you back.")
+        got = self.wait_smtp(lambda m: b"kf.%d.out@" % oid in m[2])
+        self.assertEqual(got[0][1], ["caller@example.net"])
+        msg = email.message_from_bytes(got[0][2], policy=email.policy.default)
+        self.assertEqual(str(msg["Subject"]), "Re: [KF-%06d] Filed by phone" % t["id"])
+        self.assertEqual(self.w.db.scalar("SELECT channel FROM outbox WHERE id = %d" % oid), "email")
 
     # -- admin API
 

@@ -334,7 +334,7 @@ class Tickets(unittest.TestCase):
         row = w.db.query("SELECT kind, channel, target, status, dedupe_key, message_id FROM outbox "
                          "WHERE ticket_id = %d" % tid)
         self.assertEqual(len(row), 1)
-        self.assertEqual(row[0][:5], ("reply", "api", "replyto@example.org", "queued",
+        self.assertEqual(row[0][:5], ("reply", "email", "replyto@example.org", "queued",
                                       "reply:%d" % r["message_id"]))
         self.assertEqual(w.db.scalar("SELECT direction FROM message WHERE id = %d"
                                      % r["message_id"]), "out")
