@@ -827,20 +827,38 @@ fail:
 
 /*
  * The channel a public answer leaves by: the ticket's own, except that
- * tickets from the web form and the API are answered by e-mail (from
- * webform_mailbox, else the first mailbox).
+ * tickets from the web form and the API are answered by e-mail, from the
+ * mailbox of the ticket's queue (an enabled mailbox whose channel account
+ * routes to it), else webform_mailbox, else the first mailbox.
  */
-static void
-answer_channel(const kf_config *cfg, const kf_ticket *tk, const char **channel_r,
-               const char **account_r)
+static int
+answer_channel(kf_db *db, kf_call *c, const kf_ticket *tk, const char **channel_r,
+               const char **account_r, const char **error_r)
 {
-    if (strcmp(tk->channel, "web") == 0 || strcmp(tk->channel, "api") == 0) {
-        *channel_r = "email";
-        *account_r = cfg->webform_mailbox[0] ? cfg->webform_mailbox : NULL;
-    } else {
-        *channel_r = tk->channel;
-        *account_r = tk->channel_account;
-    }
+    kf_stmt *st;
+    int rc;
+
+    *channel_r = tk->channel;
+    *account_r = tk->channel_account;
+    if (strcmp(tk->channel, "web") != 0 && strcmp(tk->channel, "api") != 0)
+        return KF_OK;
+    *channel_r = "email";
+    *account_r = c->cfg->webform_mailbox[0] ? c->cfg->webform_mailbox : NULL;
+    if (tk->queue_id == 0)
+        return KF_OK;
+    if ((rc = kf_db_stmt(db, "ticket.answer_mailbox",
+                         "SELECT ca.account FROM channel_account ca JOIN email_mailbox m ON "
+                         "m.name = ca.account AND m.enabled = 1 WHERE ca.channel = 'email' AND "
+                         "ca.default_queue_id = ? ORDER BY ca.id LIMIT 1",
+                         &st, error_r)) != KF_OK)
+        return rc;
+    kf_stmt_bind_u64(st, 0, tk->queue_id);
+    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK || (rc = kf_stmt_fetch(st, error_r)) < 0)
+        return rc;
+    if (rc == 1)
+        *account_r = kf_stmt_col_str(st, 0, c->pool, NULL);
+    kf_stmt_done(st);
+    return KF_OK;
 }
 
 static int
@@ -888,11 +906,11 @@ answer_tx(kf_db *db, void *arg, const char **error_r)
     if (!t->internal) {
         const char *target, *channel, *account;
         char key[48], number[32];
-        if ((rc = reply_target(db, c->pool, &tk, &target, error_r)) != KF_OK) {
+        if ((rc = reply_target(db, c->pool, &tk, &target, error_r)) != KF_OK ||
+            (rc = answer_channel(db, c, &tk, &channel, &account, error_r)) != KF_OK) {
             json_decref(files);
             return rc;
         }
-        answer_channel(c->cfg, &tk, &channel, &account);
         snprintf(key, sizeof(key), "reply:%llu", (unsigned long long) t->message_id);
         kf_ticket_number(tk.id, number, sizeof(number));
         json_t *payload = json_pack("{s:s, s:I, s:s, s:s, s:I, s:s}", "template", "reply",

@@ -321,7 +321,9 @@ kf_email_compose(kf_pool *pool, const kf_outbound *msg, const kf_email_mailbox *
     } else {
         kf_str_printf(&m, "%s\r\n", mb->address);
     }
-    kf_str_printf(&m, "To: <%s>\r\nSubject: ", msg->target);
+    /* Reply-To: the mailbox, so answers come back to it whatever From a
+     * relay may rewrite. */
+    kf_str_printf(&m, "Reply-To: <%s>\r\nTo: <%s>\r\nSubject: ", mb->address, msg->target);
     encode_words(&m, subj);
     kf_str_printf(&m, "\r\nDate: %s\r\nMessage-ID: <%s>\r\n", date, mid);
     if (last_in)

@@ -250,6 +250,8 @@ class EmailTest(unittest.TestCase):
         msg = email.message_from_bytes(got[0][2], policy=email.policy.default)
         mid = "<kf.%d.out@kefu.test>" % oid
         self.assertEqual(msg["Message-ID"], mid)
+        self.assertEqual(msg["From"].addresses[0].addr_spec, "sales@kefu.test")
+        self.assertEqual(msg["Reply-To"].addresses[0].addr_spec, "sales@kefu.test")
         self.assertEqual(msg["In-Reply-To"], "<t1@cust.example>")
         self.assertIn("<t1@cust.example>", msg["References"])
         self.assertEqual(str(msg["Subject"]), "Re: [KF-%06d] Printer broken" % tid)
@@ -429,6 +431,18 @@ class EmailTest(unittest.TestCase):
         msg = email.message_from_bytes(got[0][2], policy=email.policy.default)
         self.assertEqual(str(msg["Subject"]), "Re: [KF-%06d] Filed by phone" % t["id"])
         self.assertEqual(self.w.db.scalar("SELECT channel FROM outbox WHERE id = %d" % oid), "email")
+        # from the mailbox of the ticket's queue (support routes to q1, sales to q2)
+        self.assertEqual(msg["From"].addresses[0].addr_spec, "support@kefu.test")
+        self.assertEqual(msg["Reply-To"].addresses[0].addr_spec, "support@kefu.test")
+        st, _, t = self.w.api("POST", "/api/v1/tickets", {"subject": "Second queue", "text": "x",
+                              "queue_id": self.w.q2, "customer": {"email": "caller@example.net"}},
+                              who="carol")
+        self.assertEqual(st, 201, t)
+        oid = self.reply(t["id"], "From sales.")
+        got = self.wait_smtp(lambda m: b"kf.%d.out@" % oid in m[2])
+        msg = email.message_from_bytes(got[0][2], policy=email.policy.default)
+        self.assertEqual(msg["From"].addresses[0].addr_spec, "sales@kefu.test")
+        self.assertEqual(msg["Reply-To"].addresses[0].addr_spec, "sales@kefu.test")
 
     # -- admin API
 
