@@ -911,6 +911,14 @@ answer_tx(kf_db *db, void *arg, const char **error_r)
             json_decref(files);
             return rc;
         }
+        if (files != NULL && strcmp(channel, "email") != 0) {
+            /* Only mail carries files; never drop them silently. */
+            json_decref(files);
+            return refuse(&t->f, 422, "validation", "attachment_ids",
+                          kf_pool_printf(c->pool, "Answers on the %s channel carry text only; "
+                                         "keep the files in an internal note instead.",
+                                         channel));
+        }
         snprintf(key, sizeof(key), "reply:%llu", (unsigned long long) t->message_id);
         kf_ticket_number(tk.id, number, sizeof(number));
         json_t *payload = json_pack("{s:s, s:I, s:s, s:s, s:I, s:s}", "template", "reply",

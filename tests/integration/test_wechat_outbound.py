@@ -98,6 +98,29 @@ class WeChatOutbound(unittest.TestCase):
 
     # -- tests
 
+    def test_files_are_refused_not_dropped(self):
+        # WeChat answers carry text only: a reply with files is refused whole (422, nothing
+        # written), the same files go into an internal note
+        a = self.account("wxfiles")
+        tid = self.ticket(a, "o-files-user")
+        b = "kefu-b"
+        body = ("--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"log.txt\"\r\n\r\n"
+                "some log\r\n--%s--\r\n" % (b, b)).encode()
+        st, _, r = self.w.api("POST", "/api/v1/tickets/%d/attachments" % tid, raw=body, who="alice",
+                              headers={"Content-Type": "multipart/form-data; boundary=" + b})
+        self.assertEqual(st, 201, r)
+        aid = r["items"][0]["id"]
+        before = self.w.counts()
+        st, _, r = self.w.api("POST", "/api/v1/tickets/%d/replies" % tid,
+                              {"text": "see the file", "attachment_ids": [aid]}, who="alice")
+        self.assertEqual(st, 422, r)
+        self.assertEqual(r["errors"][0]["field"], "attachment_ids")
+        self.assertIn("wechat", r["detail"])
+        self.assertEqual(self.w.counts(), before)
+        st, _, r = self.w.api("POST", "/api/v1/tickets/%d/notes" % tid,
+                              {"text": "the file", "attachment_ids": [aid]}, who="alice")
+        self.assertEqual(st, 201, r)
+
     def test_expired_token_refreshed_once_and_retried(self):
         a = self.account("acc_exp")
         user = "o_exp_" + wx.secrets.token_hex(4)
