@@ -304,6 +304,9 @@ static const cfg_def defs[] = {
      "seconds each SMTP step may take"},
     {"html_allow_remote_images", T_BOOL, OFF(html_allow_remote_images), "0", 0, 1, NULL, 0, NULL,
      "keep remote (http/https) images in sanitized mail HTML (tracking pixels!)"},
+    {"email_list_id_bulk", T_BOOL, OFF(email_list_id_bulk), "0", 0, 1, NULL, 0, NULL,
+     "treat mail with a List-Id header as bulk (recorded, never acknowledged); off so a support "
+     "address that is itself a list still acknowledges (Precedence: list/bulk always counts)"},
     {"email_auto_reply_limit", T_UINT, OFF(email_auto_reply_limit), "5", 0, 1000, NULL, 0, NULL,
      "automatic replies (acknowledgements) per sender address per day; 0 = none"},
     {"webform_mailbox", T_STR, OFF(webform_mailbox), "", 0, 0, NULL, 0, NULL,

@@ -439,6 +439,7 @@ kf_email_ingest_raw(kf_db *db, const char *mailbox, const char *raw, size_t len,
     memset(res, 0, sizeof(*res));
     lim.max_size = cfg->lmtp_max_size;
     lim.allow_remote_images = cfg->html_allow_remote_images;
+    lim.list_id_is_bulk = cfg->email_list_id_bulk;
     if ((rc = kf_email_mailbox_get(db, pool, mailbox, &mb, error_r)) != KF_OK) {
         kf_pool_destroy(&pool);
         if (rc == KF_ENOTFOUND)

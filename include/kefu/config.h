@@ -103,6 +103,7 @@ struct kf_config {
     char *smtp_password;          /* secret */
     unsigned smtp_timeout;        /* seconds per SMTP step */
     int html_allow_remote_images; /* keep http(s) images in sanitized mail HTML */
+    int email_list_id_bulk;       /* List-Id alone makes mail bulk */
     unsigned email_auto_reply_limit; /* automatic replies per address per day; 0 = none */
     char *webform_mailbox;        /* e-mail channel account the form's mails go out from */
 };

@@ -32,9 +32,10 @@ typedef struct kf_email_limits {
     unsigned max_parts;   /* MIME parts walked */
     unsigned max_depth;   /* multipart / message nesting */
     int allow_remote_images;
+    int list_id_is_bulk;  /* a List-Id header alone makes mail bulk (never acknowledged) */
 } kf_email_limits;
 
-#define KF_EMAIL_DEFAULT_LIMITS {25u * 1024 * 1024, 500, 20, 0}
+#define KF_EMAIL_DEFAULT_LIMITS {25u * 1024 * 1024, 500, 20, 0, 0}
 
 #define KF_EMAIL_MAX_REFS 32
 #define KF_EMAIL_MAX_CC 16

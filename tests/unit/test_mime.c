@@ -194,6 +194,32 @@ test_limits(void **state)
     free(raw);
 }
 
+/* List-Id alone is bulk only where configured; Precedence: list always is. */
+static void
+test_list_id(void **state)
+{
+    (void) state;
+    static const char list_only[] = "From: Customer <c@example.com>\r\nTo: support@kefu.test\r\n"
+                                    "Subject: Help\r\nList-Id: <support.kefu.test>\r\n\r\nHi\r\n";
+    static const char precedence[] = "From: c@example.com\r\nSubject: x\r\n"
+                                     "Precedence: list\r\n\r\nHi\r\n";
+    kf_pool *pool = kf_pool_create(4096);
+    kf_email_msg m;
+    const char *err = NULL;
+    kf_email_limits lim = KF_EMAIL_DEFAULT_LIMITS;
+    assert_int_equal(kf_email_parse(pool, list_only, sizeof(list_only) - 1, &lim, &m, &err), KF_OK);
+    assert_int_equal(m.auto_submitted, 0);
+    lim.list_id_is_bulk = 1;
+    assert_int_equal(kf_email_parse(pool, list_only, sizeof(list_only) - 1, &lim, &m, &err), KF_OK);
+    assert_int_equal(m.auto_submitted, 1);
+    assert_string_equal(m.auto_reason, "List-Id");
+    lim.list_id_is_bulk = 0;
+    assert_int_equal(kf_email_parse(pool, precedence, sizeof(precedence) - 1, &lim, &m, &err), KF_OK);
+    assert_int_equal(m.auto_submitted, 1);
+    assert_string_equal(m.auto_reason, "precedence");
+    kf_pool_destroy(&pool);
+}
+
 static void
 test_decode_header(void **state)
 {
@@ -323,6 +349,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_corpus),    cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_list_id),
         cmocka_unit_test(test_decode_header), cmocka_unit_test(test_sanitize),
         cmocka_unit_test(test_fold),      cmocka_unit_test(test_to_utf8),
     };
