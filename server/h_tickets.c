@@ -29,6 +29,7 @@
 #include "kefu/event.h"
 #include "kefu/http.h"
 #include "kefu/ingest.h"
+#include "kefu/channel.h"
 #include "kefu/outbox.h"
 #include "kefu/pool.h"
 #include "kefu/server.h"
@@ -911,13 +912,19 @@ answer_tx(kf_db *db, void *arg, const char **error_r)
             json_decref(files);
             return rc;
         }
-        if (files != NULL && strcmp(channel, "email") != 0) {
-            /* Only mail carries files; never drop them silently. */
-            json_decref(files);
-            return refuse(&t->f, 422, "validation", "attachment_ids",
-                          kf_pool_printf(c->pool, "Answers on the %s channel carry text only; "
-                                         "keep the files in an internal note instead.",
-                                         channel));
+        if (files != NULL) {
+            /* The channel says which files it can carry; never drop them silently. */
+            kf_channel *ch = kf_channel_find(channel);
+            const char *why = NULL;
+            if (ch == NULL || ch->ops->files_ok == NULL)
+                why = kf_pool_printf(c->pool, "Answers on the %s channel carry text only; keep "
+                                     "the files in an internal note instead.", channel);
+            else
+                why = ch->ops->files_ok(ch, db, c->pool, account, files);
+            if (why != NULL) {
+                json_decref(files);
+                return refuse(&t->f, 422, "validation", "attachment_ids", why);
+            }
         }
         snprintf(key, sizeof(key), "reply:%llu", (unsigned long long) t->message_id);
         kf_ticket_number(tk.id, number, sizeof(number));

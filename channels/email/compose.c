@@ -242,6 +242,19 @@ attachment_parts(kf_db *db, kf_pool *pool, const json_t *list, const char *bound
     return KF_OK;
 }
 
+/* Mail carries any file the ticket holds (reply_attachments_max_bytes is checked by the answer). */
+const char *
+kf_email_files_ok(kf_channel *ch, kf_db *db, kf_pool *pool, const char *account,
+                  const json_t *files)
+{
+    (void) ch;
+    (void) db;
+    (void) pool;
+    (void) account;
+    (void) files;
+    return NULL;
+}
+
 /* Build the RFC 5322 text; NULL with *why when the row cannot become mail. */
 char *
 kf_email_compose(kf_pool *pool, const kf_outbound *msg, const kf_email_mailbox *mb, const char *mid,

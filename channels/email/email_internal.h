@@ -31,6 +31,10 @@ int kf_email_h_quarantine(kf_call *c, kf_reply *out);
 char *kf_email_compose(kf_pool *pool, const kf_outbound *msg, const kf_email_mailbox *mb,
                        const char *mid, const char **why, int *transient_r);
 
+/* compose.c: the "email" adapter's files_ok(): any file. */
+const char *kf_email_files_ok(kf_channel *ch, kf_db *db, kf_pool *pool, const char *account,
+                              const json_t *files);
+
 /* smtp_send.c */
 void kf_email_smtp_register(const kf_config *cfg);
 

@@ -180,7 +180,7 @@ deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer)
     return ds;
 }
 
-static const kf_channel_ops ops = {.name = "email", .deliver = deliver};
+static const kf_channel_ops ops = {.name = "email", .deliver = deliver, .files_ok = kf_email_files_ok};
 
 void
 kf_email_smtp_register(const kf_config *cfg)

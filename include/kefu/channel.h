@@ -42,6 +42,15 @@ typedef struct kf_channel_ops {
     /* Job thread; may block but must honour msg->deadline; no transaction of its
      * own may stay open while it waits on the network (see kf_outbound.db). */
     kf_deliver_status (*deliver)(kf_channel *ch, const kf_outbound *msg, kf_str *peer_reply_r);
+    /*
+     * Optional; NULL: answers on this channel carry text only.  Worker
+     * thread, inside the answer's transaction (short statements on db only):
+     * may an answer from account carry files ([{id, filename, content_type,
+     * size}])?  NULL when it may, else the reason, for the agent (static or
+     * in pool); the answer is then refused with 422 and nothing is written.
+     */
+    const char *(*files_ok)(kf_channel *ch, kf_db *db, kf_pool *pool, const char *account,
+                            const json_t *files);
 } kf_channel_ops;
 
 struct kf_channel {
