@@ -177,6 +177,19 @@ kf_scheduler_stop(kf_scheduler *s, unsigned deadline_ms)
     pthread_mutex_unlock(&s->mtx);
     for (unsigned i = 0; i < s->started; i++)
         pthread_join(s->threads[i].thread, NULL);
+    /* Hand this instance's leases back, so another instance takes over its
+     * mailboxes and token refreshes now instead of when they expire. */
+    if (s->started > 0 && s->threads[0].db != NULL) {
+        kf_stmt *st;
+        const char *error = NULL;
+        if (kf_db_stmt(s->threads[0].db, "job.lease_release",
+                       "DELETE FROM job_lease WHERE owner = ?", &st, &error) == KF_OK) {
+            kf_stmt_bind_cstr(st, 0, kf_instance_id());
+            if (kf_stmt_exec(st, &error) != KF_OK)
+                kf_log(KF_LOG_WARN, "jobs", "event=lease-release-failed reason=\"%s\"",
+                       error ? error : "-");
+        }
+    }
     s->started = 0;
 }
 

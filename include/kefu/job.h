@@ -29,7 +29,8 @@ kf_scheduler *kf_scheduler_create(const kf_config *cfg);
 /** Register a job before kf_scheduler_start(); the job struct must outlive the scheduler. */
 void kf_scheduler_add(kf_scheduler *s, kf_job *job);
 int kf_scheduler_start(kf_scheduler *s);
-/** Ask every job thread to stop after its current tick; wait up to deadline_ms. */
+/** Ask every job thread to stop after its current tick; wait up to deadline_ms; then
+ *  release the job_lease rows this instance holds. */
 void kf_scheduler_stop(kf_scheduler *s, unsigned deadline_ms);
 void kf_scheduler_destroy(kf_scheduler **s);
 /** True once stopping was requested (long ticks poll this). */
