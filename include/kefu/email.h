@@ -7,12 +7,13 @@
  *            (allow-list sanitizer; pure), quote_fold.c (pure),
  *            email_channel.c (ingest, threading, bounces, the HTTP route,
  *            init/shutdown), smtp_send.c (the "email" adapter's deliver()),
- *            lmtp.c (RFC 2033 listener on its own thread and event_base),
+ *            lmtp.c (RFC 2033 listener on its own thread and event_base,
+ *            lmtp_workers ingest threads behind it),
  *            imap_poll.c (libcurl; the "email-imap" job), email_admin.c
  *            (mailboxes and the quarantine over the admin API).
  * Threads:   the pure functions anywhere (GMime is initialised once through
- *            kf_email_lib_init()); kf_email_ingest_raw() on worker, job and
- *            the LMTP thread with that thread's own kf_db.
+ *            kf_email_lib_init()); kf_email_ingest_raw() on HTTP worker, job
+ *            and LMTP ingest threads, each with that thread's own kf_db.
  * Ownership: strings in a kf_email_msg live in the kf_pool passed in.
  * Errors:    KF_OK, KF_EINVAL with a static reason in *error_r (unparseable
  *            or over a limit), or the kf_ingest() codes.

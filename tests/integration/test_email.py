@@ -21,7 +21,6 @@ import os
 import re
 import subprocess
 import shutil
-import socket
 import sys
 import time
 import unittest
@@ -31,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kefu_api  # noqa: E402
 import kefutest as kt  # noqa: E402
 import smtppeer  # noqa: E402
+from lmtp_kit import Lmtp  # noqa: E402
 
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "email")
 MAX_SIZE = 200000
@@ -46,30 +46,6 @@ def mail(frm, subject, body="Hello", msgid=None, extra=""):
     if msgid:
         h += "Message-ID: <%s>\r\n" % msgid
     return (h + extra + "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body + "\r\n").encode()
-
-
-class Lmtp:
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.f = self.s.makefile("rb")
-
-    def reply(self):
-        """One (possibly multi-line) reply: (code, [lines])."""
-        lines = []
-        while True:
-            l = self.f.readline().decode()
-            if not l:
-                raise AssertionError("LMTP connection closed; got %r" % lines)
-            lines.append(l.rstrip("\r\n"))
-            if len(l) < 4 or l[3] != "-":
-                return int(l[:3]), lines
-
-    def send(self, data):
-        self.s.sendall(data if isinstance(data, bytes) else data.encode())
-
-    def close(self):
-        self.f.close()
-        self.s.close()
 
 
 class EmailTest(unittest.TestCase):
