@@ -919,8 +919,11 @@ answer_tx(kf_db *db, void *arg, const char **error_r)
             if (ch == NULL || ch->ops->files_ok == NULL)
                 why = kf_pool_printf(c->pool, "Answers on the %s channel carry text only; keep "
                                      "the files in an internal note instead.", channel);
-            else
-                why = ch->ops->files_ok(ch, db, c->pool, account, files);
+            else if ((rc = ch->ops->files_ok(ch, db, c->pool, account, files, &why, error_r)) !=
+                     KF_OK) {
+                json_decref(files);
+                return rc;
+            }
             if (why != NULL) {
                 json_decref(files);
                 return refuse(&t->f, 422, "validation", "attachment_ids", why);

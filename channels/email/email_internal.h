@@ -32,8 +32,8 @@ char *kf_email_compose(kf_pool *pool, const kf_outbound *msg, const kf_email_mai
                        const char *mid, const char **why, int *transient_r);
 
 /* compose.c: the "email" adapter's files_ok(): any file. */
-const char *kf_email_files_ok(kf_channel *ch, kf_db *db, kf_pool *pool, const char *account,
-                              const json_t *files);
+int kf_email_files_ok(kf_channel *ch, kf_db *db, kf_pool *pool, const char *account,
+                      const json_t *files, const char **why_r, const char **error_r);
 
 /* smtp_send.c */
 void kf_email_smtp_register(const kf_config *cfg);

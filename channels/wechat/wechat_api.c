@@ -1,6 +1,7 @@
 /*
  * wechat_api.c - talking to WeChat's API: one libcurl exchange at a time
- * from a job thread, the access token every instance shares through the
+ * from a job thread (JSON calls, downloads, multipart uploads to
+ * media/upload), the access token every instance shares through the
  * wechat_token row, and the secrets file the AppSecrets come from.
  *
  * The token (research §8.1): WeChat allows 2000 fetches a day and a new
@@ -32,6 +33,7 @@
 #include "kefu/log.h"
 #include "kefu/pool.h"
 #include "kefu/wechat.h"
+#include "wechat_internal.h"
 
 #define TOKEN_LEASE_S 30     /* longest one fetch may hold the row */
 #define TOKEN_COOLDOWN_S 30  /* after a failed fetch, nobody tries again for this long */
@@ -195,12 +197,21 @@ on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
     return kf_job_stopping(NULL) ? 1 : 0;
 }
 
-int
-kf_wechat_http_call(const kf_config *cfg, const char *url, const char *json, double deadline,
-                    size_t max_body, kf_wechat_http *r, const char **why_r, kf_pool *pool)
+/* A multipart/form-data upload: one file part. */
+struct upload {
+    const char *field, *filename, *content_type;
+    const void *data;
+    size_t len;
+};
+
+/* One exchange: GET, POST of json, or POST of the multipart form up. */
+static int
+exchange(const kf_config *cfg, const char *url, const char *json, const struct upload *up,
+         double deadline, size_t max_body, kf_wechat_http *r, const char **why_r, kf_pool *pool)
 {
     struct sink s = {.r = r, .max = max_body};
     struct curl_slist *hdrs = NULL;
+    curl_mime *mime = NULL;
     char errbuf[CURL_ERROR_SIZE] = "";
     double left = deadline - mono();
     long ms;
@@ -208,7 +219,8 @@ kf_wechat_http_call(const kf_config *cfg, const char *url, const char *json, dou
     CURLcode cc;
 
     memset(r, 0, sizeof(*r));
-    if (left > (double) cfg->wechat_api_timeout)
+    /* An upload (up to 20 MB) may take the rest of the caller's time; a call, the API timeout. */
+    if (up == NULL && left > (double) cfg->wechat_api_timeout)
         left = (double) cfg->wechat_api_timeout;
     if (left < 0.2) {
         r->timed_out = 1;
@@ -216,6 +228,9 @@ kf_wechat_http_call(const kf_config *cfg, const char *url, const char *json, dou
         return KF_ERR;
     }
     ms = (long) (left * 1000.0);
+    long connect_ms = (long) cfg->wechat_api_timeout * 1000L;
+    if (connect_ms > 5000L)
+        connect_ms = 5000L;
     if ((h = curl_easy_init()) == NULL) {
         *why_r = "curl_easy_init failed";
         return KF_ERR;
@@ -225,7 +240,7 @@ kf_wechat_http_call(const kf_config *cfg, const char *url, const char *json, dou
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, ms < 5000 ? ms : 5000L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, ms < connect_ms ? ms : connect_ms);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "kefu/" KEFU_VERSION);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &s);
@@ -239,10 +254,28 @@ kf_wechat_http_call(const kf_config *cfg, const char *url, const char *json, dou
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long) strlen(json));
+    } else if (up != NULL) {
+        curl_mimepart *part;
+        /* The bytes are copied (curl_mime_data): the caller may free them afterwards. */
+        if ((mime = curl_mime_init(h)) == NULL || (part = curl_mime_addpart(mime)) == NULL ||
+            curl_mime_name(part, up->field) != CURLE_OK ||
+            curl_mime_filename(part, up->filename) != CURLE_OK ||
+            curl_mime_type(part, up->content_type) != CURLE_OK ||
+            curl_mime_data(part, up->data ? up->data : "", up->len) != CURLE_OK) {
+            curl_mime_free(mime);
+            curl_easy_cleanup(h);
+            *why_r = "cannot build the multipart upload (out of memory?)";
+            return KF_ERR;
+        }
+        /* No "Expect: 100-continue" round trip before the body. */
+        hdrs = curl_slist_append(hdrs, "Expect:");
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(h, CURLOPT_MIMEPOST, mime);
     }
     cc = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
     curl_easy_cleanup(h);
+    curl_mime_free(mime);
     curl_slist_free_all(hdrs);
     if (cc != CURLE_OK) {
         r->timed_out = cc == CURLE_OPERATION_TIMEDOUT;
@@ -257,6 +290,24 @@ kf_wechat_http_call(const kf_config *cfg, const char *url, const char *json, dou
         return KF_ERR;
     }
     return KF_OK;
+}
+
+int
+kf_wechat_http_call(const kf_config *cfg, const char *url, const char *json, double deadline,
+                    size_t max_body, kf_wechat_http *r, const char **why_r, kf_pool *pool)
+{
+    return exchange(cfg, url, json, NULL, deadline, max_body, r, why_r, pool);
+}
+
+int
+kf_wechat_http_upload(const kf_config *cfg, const char *url, const char *field,
+                      const char *filename, const char *content_type, const void *data,
+                      size_t len, double deadline, size_t max_body, kf_wechat_http *r,
+                      const char **why_r, kf_pool *pool)
+{
+    struct upload up = {.field = field, .filename = filename, .content_type = content_type,
+                        .data = data, .len = len};
+    return exchange(cfg, url, NULL, &up, deadline, max_body, r, why_r, pool);
 }
 
 /* ---- the access token ---- */

@@ -20,10 +20,13 @@
  *
  * Outbound, deliver() runs on the outbox job thread: the recipient's OpenID
  * (or WeCom UserID), the shared access token (wechat_api.c) and one
- * customer-service send, retried once with a fresh token when WeChat says
- * the token is stale.  45015 (outside the 48-hour window) and 45047 (too
- * many messages) are permanent: the outbox dead-letters the row with an
- * event the agent sees.
+ * customer-service send per part (the text, then each file: media/upload,
+ * then an image or file message), retried once with a fresh token when
+ * WeChat says the token is stale.  Each part WeChat accepted is recorded in
+ * wechat_sent_part at once, so a retried row sends only the rest.  45015
+ * (outside the 48-hour window) and 45047 (too many messages) are permanent:
+ * the outbox dead-letters the row with an event the agent sees.  Which files
+ * an account can carry is files_ok()'s to say, before the answer is stored.
  */
 #include <ctype.h>
 #include <pthread.h>
@@ -994,9 +997,9 @@ outbound_text(kf_pool *pool, const json_t *payload)
     return NULL;
 }
 
-enum api_outcome { API_OK, API_TOKEN, API_RETRY, API_REJECT };
+enum api_outcome { API_OK, API_TOKEN, API_RETRY, API_REJECT, API_MEDIA };
 
-/* Classify a WeChat API answer (errcode) for a send. */
+/* Classify a WeChat API answer (errcode) for a send or an upload. */
 static int
 classify(long long code, const char **hint_r)
 {
@@ -1028,6 +1031,17 @@ classify(long long code, const char **hint_r)
     case 47001:
         *hint_r = " (the message itself was refused)";
         return API_REJECT;
+    case 40004: /* invalid media type */
+    case 40005: /* invalid file type */
+    case 40006: /* invalid file size */
+    case 40009: /* invalid image size */
+    case 41005: /* media data missing */
+    case 44001: /* empty media data */
+        *hint_r = " (the file was refused)";
+        return API_REJECT;
+    case 40007:
+        *hint_r = " (the media_id is unknown or expired)";
+        return API_MEDIA;
     case 45009:
     case 45011:
         *hint_r = " (API quota reached)";
@@ -1040,31 +1054,27 @@ classify(long long code, const char **hint_r)
     }
 }
 
-/* One send with a given token: the outcome, and WeChat's words in *peer. */
+/* A send's or upload's answer: the outcome, WeChat's words in *peer, its JSON in *root_r. */
 static int
-send_once(const kf_config *cfg, kf_pool *pool, const kf_wechat_account *a, const char *token,
-          const char *json, double deadline, kf_str *peer)
+api_answer(kf_wechat_http *r, const char *media_key, kf_str *peer, json_t **root_r)
 {
-    char *tok = curl_easy_escape(NULL, token, 0);
-    char *url = kf_pool_printf(pool, "%s/cgi-bin/message/%s?access_token=%s", a->api_base,
-                               is_wecom(a) ? "send" : "custom/send", tok ? tok : "");
-    const char *why = NULL, *hint;
-    kf_wechat_http r;
-    int out;
+    const char *hint;
+    char shown[200];
 
-    curl_free(tok);
-    kf_str_reset(peer);
-    if (kf_wechat_http_call(cfg, url, json, deadline, API_JSON_MAX, &r, &why, pool) != KF_OK) {
-        kf_str_printf(peer, "WeChat API: %s", why);
+    *root_r = NULL;
+    if (r->status != 200) {
+        kf_str_printf(peer, "WeChat API: HTTP %ld", r->status);
+        kf_str_free(&r->body);
         return API_RETRY;
     }
-    if (r.status != 200) {
-        kf_str_printf(peer, "WeChat API: HTTP %ld", r.status);
-        kf_str_free(&r.body);
-        return API_RETRY;
+    json_t *root = json_loadb(r->body.ptr ? r->body.ptr : "", r->body.len, 0, NULL);
+    kf_str_free(&r->body);
+    /* An upload that worked has a media_id (Official Accounts: and no errcode). */
+    const char *mid = media_key ? json_string_value(json_object_get(root, media_key)) : NULL;
+    if (mid != NULL && *mid && json_integer_value(json_object_get(root, "errcode")) == 0) {
+        *root_r = root;
+        return API_OK;
     }
-    json_t *root = json_loadb(r.body.ptr ? r.body.ptr : "", r.body.len, 0, NULL);
-    kf_str_free(&r.body);
     if (root == NULL || !json_is_integer(json_object_get(root, "errcode"))) {
         kf_str_puts(peer, "WeChat API: the answer is not the expected JSON");
         json_decref(root);
@@ -1073,17 +1083,346 @@ send_once(const kf_config *cfg, kf_pool *pool, const kf_wechat_account *a, const
     long long code = json_integer_value(json_object_get(root, "errcode"));
     const char *msg = json_string_value(json_object_get(root, "errmsg"));
     const char *invalid = json_string_value(json_object_get(root, "invaliduser"));
-    char shown[200];
-    out = classify(code, &hint);
+    int out = classify(code, &hint);
     /* WeCom answers 0 and lists the members it could not reach. */
     if (out == API_OK && invalid != NULL && *invalid) {
         out = API_REJECT;
         hint = " (the member cannot receive messages from this app)";
     }
+    /* An upload answered 0 without a media_id: nothing to send. */
+    if (out == API_OK && media_key != NULL) {
+        out = API_RETRY;
+        hint = " (no media_id in the answer)";
+    }
     kf_str_printf(peer, "errcode %lld %s%s", code,
                   kf_printable(shown, sizeof(shown), msg ? msg : "", msg ? strlen(msg) : 0), hint);
+    *root_r = root;
+    return out;
+}
+
+/* One send with a given token: the outcome, and WeChat's words in *peer. */
+static int
+send_once(const kf_config *cfg, kf_pool *pool, const kf_wechat_account *a, const char *token,
+          const char *json, double deadline, kf_str *peer)
+{
+    char *tok = curl_easy_escape(NULL, token, 0);
+    char *url = kf_pool_printf(pool, "%s/cgi-bin/message/%s?access_token=%s", a->api_base,
+                               is_wecom(a) ? "send" : "custom/send", tok ? tok : "");
+    const char *why = NULL;
+    kf_wechat_http r;
+    json_t *root;
+
+    curl_free(tok);
+    kf_str_reset(peer);
+    if (kf_wechat_http_call(cfg, url, json, deadline, API_JSON_MAX, &r, &why, pool) != KF_OK) {
+        kf_str_printf(peer, "WeChat API: %s", why);
+        return API_RETRY;
+    }
+    int out = api_answer(&r, NULL, peer, &root);
     json_decref(root);
     return out;
+}
+
+/*
+ * Files on replies (media/upload, then a message with the media_id).
+ * Official Accounts' customer-service messages carry images (type image:
+ * JPEG, PNG, GIF up to 10 MB); WeCom app messages images (JPEG, PNG up to
+ * 10 MB) and files (type file: more than 5 bytes, up to 20 MB).  "MB" is
+ * taken as 10^6 bytes, so nothing WeChat would refuse for its size goes out.
+ */
+#define WX_IMAGE_MAX 10000000u
+#define WX_FILE_MAX 20000000u
+#define WX_FILE_MIN 6u
+
+/* The type without parameters equals want. */
+static int
+type_is(const char *type, const char *want)
+{
+    size_t n = strlen(want);
+    return type != NULL && strncasecmp(type, want, n) == 0 &&
+           (type[n] == '\0' || type[n] == ';' || type[n] == ' ');
+}
+
+/* How a file goes out on account a: "image", "file", or NULL (it cannot). */
+static const char *
+file_msgtype(const kf_wechat_account *a, const char *type, uint64_t size)
+{
+    int jpeg_png = type_is(type, "image/jpeg") || type_is(type, "image/png");
+    if (!is_wecom(a))
+        return (jpeg_png || type_is(type, "image/gif")) && size <= WX_IMAGE_MAX ? "image" : NULL;
+    if (jpeg_png && size >= WX_FILE_MIN && size <= WX_IMAGE_MAX)
+        return "image";
+    return size >= WX_FILE_MIN && size <= WX_FILE_MAX ? "file" : NULL;
+}
+
+/* channel.h's files_ok: worker thread, inside the answer's transaction. */
+static int
+wx_files_ok(kf_channel *ch, kf_db *db, kf_pool *pool, const char *account, const json_t *files,
+            const char **why_r, const char **error_r)
+{
+    kf_wechat_account a;
+    kf_str names = KF_STR_INIT;
+    const json_t *f;
+    size_t i;
+
+    (void) ch;
+    *why_r = NULL;
+    int rc = kf_wechat_account_get(db, pool, account, &a, error_r);
+    if (rc == KF_ENOTFOUND) {
+        *why_r = kf_pool_printf(pool, "There is no WeChat account called %s to send the files "
+                                      "through.", account);
+        return KF_OK;
+    }
+    if (rc != KF_OK)
+        return rc;
+    json_array_foreach(files, i, f) {
+        const char *name = json_string_value(json_object_get(f, "filename"));
+        const char *type = json_string_value(json_object_get(f, "content_type"));
+        json_int_t size = json_integer_value(json_object_get(f, "size"));
+        if (file_msgtype(&a, type, size < 0 ? 0 : (uint64_t) size) != NULL)
+            continue;
+        kf_str_printf(&names, "%s%s", names.len ? ", " : "", name && *name ? name : "attachment");
+    }
+    if (names.len == 0)
+        return KF_OK;
+    *why_r = is_wecom(&a)
+        ? kf_pool_printf(pool, "WeCom apps receive images (JPEG, PNG up to 10 MB) and files "
+                               "(more than 5 bytes, up to 20 MB) only: %s", names.ptr)
+        : kf_pool_printf(pool, "WeChat Official Accounts receive images only (JPEG, PNG, GIF up "
+                               "to 10 MB): %s", names.ptr);
+    kf_str_free(&names);
+    return KF_OK;
+}
+
+/*
+ * The parts of a reply: 0 is the text, n the payload's n-th attachment.
+ * Each one WeChat accepted has a wechat_sent_part row with sent_at, written
+ * right after it did; a retried row sends only the parts without one.  A
+ * file uploaded whose message did not go out yet has a row without sent_at:
+ * its media_id is sent again while fresh (WeChat keeps it three days).
+ */
+#define MEDIA_REUSE_S (2 * 86400)
+
+struct part_state {
+    int sent;
+    const char *msgtype, *media_id; /* uploaded on an earlier attempt and still fresh, or NULL */
+};
+
+static int
+parts_load(kf_db *db, kf_pool *pool, uint64_t outbox_id, struct part_state *ps, size_t n,
+           const char **error_r)
+{
+    kf_stmt *st;
+    int rc;
+
+    if ((rc = kf_db_stmt(db, "wechat.parts",
+                         "SELECT part, sent_at IS NOT NULL, "
+                         " IF(uploaded_at > NOW(6) - INTERVAL ? SECOND, media_id, NULL), msgtype "
+                         "FROM wechat_sent_part WHERE outbox_id = ?",
+                         &st, error_r)) != KF_OK)
+        return rc;
+    kf_stmt_bind_u64(st, 0, MEDIA_REUSE_S);
+    kf_stmt_bind_u64(st, 1, outbox_id);
+    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+        return rc;
+    while ((rc = kf_stmt_fetch(st, error_r)) == 1) {
+        uint64_t p = kf_stmt_col_u64(st, 0);
+        if (p >= n)
+            continue;
+        ps[p].sent = kf_stmt_col_i64(st, 1) != 0;
+        ps[p].media_id = kf_stmt_col_str(st, 2, pool, NULL);
+        ps[p].msgtype = kf_stmt_col_str(st, 3, pool, NULL);
+    }
+    kf_stmt_done(st);
+    return rc < 0 ? rc : KF_OK;
+}
+
+struct part_row {
+    uint64_t outbox_id;
+    unsigned part;
+    const char *msgtype, *media_id;
+    int sent; /* 0: only uploaded */
+};
+
+static int
+part_row_tx(kf_db *db, void *arg, const char **error_r)
+{
+    struct part_row *t = arg;
+    kf_stmt *st;
+    int rc;
+
+    if (t->sent)
+        rc = kf_db_stmt(db, "wechat.part_sent",
+                        "INSERT INTO wechat_sent_part (outbox_id, part, msgtype, media_id, "
+                        " sent_at) VALUES (?, ?, ?, ?, NOW(6)) "
+                        "ON DUPLICATE KEY UPDATE msgtype = VALUES(msgtype), "
+                        " media_id = VALUES(media_id), sent_at = NOW(6)",
+                        &st, error_r);
+    else
+        rc = kf_db_stmt(db, "wechat.part_uploaded",
+                        "INSERT INTO wechat_sent_part (outbox_id, part, msgtype, media_id, "
+                        " uploaded_at) VALUES (?, ?, ?, ?, NOW(6)) "
+                        "ON DUPLICATE KEY UPDATE msgtype = VALUES(msgtype), "
+                        " media_id = VALUES(media_id), uploaded_at = NOW(6)",
+                        &st, error_r);
+    if (rc != KF_OK)
+        return rc;
+    kf_stmt_bind_u64(st, 0, t->outbox_id);
+    kf_stmt_bind_u64(st, 1, t->part);
+    kf_stmt_bind_cstr(st, 2, t->msgtype);
+    kf_stmt_bind_cstr(st, 3, t->media_id);
+    return kf_stmt_exec(st, error_r);
+}
+
+/* The bytes of attachment id (size bytes, in seq order): KF_OK, KF_ENOTFOUND (missing), KF_EDB. */
+static int
+attachment_bytes(kf_db *db, uint64_t id, uint64_t size, kf_str *data, const char **error_r)
+{
+    kf_stmt *st;
+    int rc;
+
+    if ((rc = kf_db_stmt(db, "wechat.out_chunks",
+                         "SELECT data FROM attachment_chunk WHERE attachment_id = ? ORDER BY seq",
+                         &st, error_r)) != KF_OK)
+        return rc;
+    kf_stmt_bind_u64(st, 0, id);
+    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+        return rc;
+    while ((rc = kf_stmt_fetch(st, error_r)) == 1) {
+        size_t n = 0;
+        kf_pool *tmp = kf_pool_create(KF_ATTACHMENT_CHUNK + 1024);
+        const char *chunk = kf_stmt_col_str(st, 0, tmp, &n);
+        kf_str_append(data, chunk, n);
+        kf_pool_destroy(&tmp);
+    }
+    kf_stmt_done(st);
+    if (rc < 0)
+        return rc;
+    return data->len == size ? KF_OK : KF_ENOTFOUND;
+}
+
+/* One upload with a given token: the outcome; the media_id in *media_id_r when API_OK. */
+static int
+upload_once(const kf_config *cfg, kf_pool *pool, const kf_wechat_account *a, const char *token,
+            const char *msgtype, const char *filename, const char *type, const kf_str *data,
+            double deadline, kf_str *peer, const char **media_id_r)
+{
+    char *tok = curl_easy_escape(NULL, token, 0);
+    char *url = kf_pool_printf(pool, "%s/cgi-bin/media/upload?access_token=%s&type=%s",
+                               a->api_base, tok ? tok : "", msgtype);
+    const char *why = NULL;
+    kf_wechat_http r;
+    json_t *root;
+
+    curl_free(tok);
+    kf_str_reset(peer);
+    if (kf_wechat_http_upload(cfg, url, "media", filename, type, data->ptr, data->len, deadline,
+                              API_JSON_MAX, &r, &why, pool) != KF_OK) {
+        kf_str_printf(peer, "WeChat API (upload): %s", why);
+        return API_RETRY;
+    }
+    int out = api_answer(&r, "media_id", peer, &root);
+    if (out == API_OK)
+        *media_id_r = kf_pool_strdup(pool, json_string_value(json_object_get(root, "media_id")));
+    json_decref(root);
+    return out;
+}
+
+/* The message JSON for a part (raw UTF-8, never \u escapes: 40033); free() it. */
+static char *
+part_json(const kf_wechat_account *a, const char *user, const char *msgtype, const char *text,
+          const char *media_id)
+{
+    json_t *body = text != NULL
+        ? json_pack("{s:s, s:s, s:{s:s}}", "touser", user, "msgtype", "text", "text", "content",
+                    text)
+        : json_pack("{s:s, s:s, s:{s:s}}", "touser", user, "msgtype", msgtype, msgtype,
+                    "media_id", media_id);
+    if (is_wecom(a))
+        json_object_set_new(body, "agentid", json_integer((json_int_t) a->agent_id));
+    char *json = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return json;
+}
+
+struct wx_send {
+    const kf_config *cfg;
+    const kf_outbound *msg;
+    kf_pool *pool;
+    const kf_wechat_account *a;
+    const char *user, *token; /* token: the one last used, or NULL */
+    kf_str *peer;
+};
+
+/*
+ * Send part number part: the text, or a file (data != NULL): its upload
+ * (unless *media_id_io holds one from an earlier attempt), recorded, then
+ * the message.  A refused token is refreshed once; a media_id WeChat does
+ * not know (40007: expired) is uploaded again once.
+ */
+static kf_deliver_status
+send_part(struct wx_send *s, unsigned part, const char *msgtype, const char *text,
+          const char *filename, const char *type, const kf_str *data, const char **media_id_io)
+{
+    const char *why = NULL, *bad = NULL, *media_id = *media_id_io, *error = NULL;
+    int out = API_RETRY, refreshed = 0, reuploaded = 0;
+
+    for (;;) {
+        if (kf_wechat_token(s->msg->db, s->pool, s->cfg, s->a, bad, TOKEN_MARGIN_S,
+                            s->msg->deadline, &s->token, &why) != KF_OK) {
+            kf_str_reset(s->peer);
+            kf_str_puts(s->peer, why);
+            out = API_RETRY;
+            break;
+        }
+        bad = NULL;
+        if (data != NULL && media_id == NULL) {
+            out = upload_once(s->cfg, s->pool, s->a, s->token, msgtype, filename, type, data,
+                              s->msg->deadline, s->peer, &media_id);
+            if (out == API_TOKEN && !refreshed) {
+                refreshed = 1;
+                bad = s->token;
+                continue;
+            }
+            if (out != API_OK)
+                break;
+            /* Kept for a retry of the send; not critical when it cannot be written. */
+            struct part_row pr = {.outbox_id = s->msg->id, .part = part, .msgtype = msgtype,
+                                  .media_id = media_id};
+            if (kf_tx_run(s->msg->db, part_row_tx, &pr, &error) != KF_OK)
+                kf_log(KF_LOG_WARN, "wechat", "event=part-upload-unrecorded outbox=%llu part=%u "
+                       "reason=\"%s\"", (unsigned long long) s->msg->id, part,
+                       error ? error : "-");
+        }
+        char *json = part_json(s->a, s->user, msgtype, text, media_id);
+        out = send_once(s->cfg, s->pool, s->a, s->token, json, s->msg->deadline, s->peer);
+        free(json);
+        if (out == API_TOKEN && !refreshed) {
+            refreshed = 1;
+            bad = s->token;
+            continue;
+        }
+        if (out == API_MEDIA && data != NULL && !reuploaded) {
+            reuploaded = 1;
+            media_id = NULL;
+            continue;
+        }
+        break;
+    }
+    *media_id_io = media_id;
+    return out == API_OK ? KF_DELIVER_SENT : out == API_REJECT ? KF_DELIVER_REJECTED
+                                                               : KF_DELIVER_RETRY;
+}
+
+/* Prefix *peer with which part it is about. */
+static void
+peer_about(kf_str *peer, const char *what)
+{
+    kf_str tmp = KF_STR_INIT;
+    kf_str_printf(&tmp, "%s: %s", what, peer->ptr ? peer->ptr : "");
+    kf_str_reset(peer);
+    kf_str_append(peer, tmp.ptr, tmp.len);
+    kf_str_free(&tmp);
 }
 
 static kf_deliver_status
@@ -1093,7 +1432,7 @@ wx_deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer)
     const kf_config *cfg = ad->cfg;
     kf_pool *pool = kf_pool_create(8192);
     kf_deliver_status ds = KF_DELIVER_RETRY;
-    const char *error = NULL, *user = NULL, *token = NULL, *why = NULL;
+    const char *error = NULL, *user = NULL;
     kf_wechat_account a;
     int stale = 0, rc;
 
@@ -1113,7 +1452,9 @@ wx_deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer)
         goto done;
     }
     const char *text = outbound_text(pool, msg->payload);
-    if (text == NULL) {
+    const json_t *files = json_object_get(msg->payload, "attachments");
+    size_t nfiles = json_is_array(files) ? json_array_size(files) : 0;
+    if (text == NULL && nfiles == 0) {
         kf_str_printf(peer, "nothing to send: a %s without text", msg->kind);
         ds = KF_DELIVER_REJECTED;
         goto done;
@@ -1137,35 +1478,88 @@ wx_deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer)
         kf_str_printf(peer, "WeCom account %s has no agent_id", a.key);
         goto done;
     }
-    json_t *body = json_pack("{s:s, s:s, s:{s:s}}", "touser", user, "msgtype", "text", "text",
-                             "content", text);
-    if (is_wecom(&a))
-        json_object_set_new(body, "agentid", json_integer((json_int_t) a.agent_id));
-    char *json = json_dumps(body, JSON_COMPACT); /* raw UTF-8, never \u escapes (40033) */
-    json_decref(body);
 
-    /* 2. Token, send; a refused token is refreshed once and the send retried. */
-    for (int round = 0; round < 2; round++) {
-        if (kf_wechat_token(msg->db, pool, cfg, &a, round ? token : NULL, TOKEN_MARGIN_S,
-                            msg->deadline, &token, &why) != KF_OK) {
+    /* 2. The parts WeChat already accepted on an earlier attempt. */
+    size_t nparts = 1 + nfiles;
+    struct part_state *ps = kf_pool_alloc(pool, nparts * sizeof(*ps));
+    memset(ps, 0, nparts * sizeof(*ps));
+    ps[0].sent = text == NULL;
+    if (nfiles > 0 && parts_load(msg->db, pool, msg->id, ps, nparts, &error) != KF_OK) {
+        kf_str_printf(peer, "database: %s", error ? error : "?");
+        goto done;
+    }
+
+    /* 3. Each part not yet sent, in order; recorded as soon as WeChat accepts it. */
+    struct wx_send s = {.cfg = cfg, .msg = msg, .pool = pool, .a = &a, .user = user,
+                        .peer = peer};
+    ds = KF_DELIVER_SENT;
+    for (size_t i = 0; i < nparts && ds == KF_DELIVER_SENT; i++) {
+        const char *media_id = ps[i].media_id, *msgtype = "text", *what = "the text";
+        if (ps[i].sent)
+            continue;
+        if (i == 0) {
+            ds = send_part(&s, 0, "text", text, NULL, NULL, NULL, &media_id);
+        } else {
+            const json_t *f = json_array_get(files, i - 1);
+            uint64_t id = (uint64_t) json_integer_value(json_object_get(f, "id"));
+            json_int_t size = json_integer_value(json_object_get(f, "size"));
+            const char *name = json_string_value(json_object_get(f, "filename"));
+            const char *type = json_string_value(json_object_get(f, "content_type"));
+            kf_str data = KF_STR_INIT;
+            if (name == NULL || *name == '\0')
+                name = "attachment";
+            what = kf_pool_printf(pool, "file %zu (%s)", i, name);
+            msgtype = file_msgtype(&a, type, size < 0 ? 0 : (uint64_t) size);
+            if (msgtype == NULL) {
+                kf_str_reset(peer);
+                kf_str_printf(peer, "%s: WeChat account %s cannot carry this file (%s, %lld "
+                                    "bytes)", what, a.key, type ? type : "?", (long long) size);
+                ds = KF_DELIVER_REJECTED;
+                break;
+            }
+            rc = attachment_bytes(msg->db, id, (uint64_t) size, &data, &error);
+            if (rc != KF_OK) {
+                kf_str_reset(peer);
+                if (rc == KF_ENOTFOUND)
+                    kf_str_printf(peer, "%s is missing or incomplete", what);
+                else
+                    kf_str_printf(peer, "database: %s", error ? error : "?");
+                ds = rc == KF_ENOTFOUND ? KF_DELIVER_REJECTED : KF_DELIVER_RETRY;
+                kf_str_free(&data);
+                break;
+            }
+            /* An earlier upload is sent only as what it was uploaded for. */
+            if (media_id != NULL && (ps[i].msgtype == NULL || strcmp(ps[i].msgtype, msgtype) != 0))
+                media_id = NULL;
+            /* The sniffed type (attachment.h); never a header-breaking one. */
+            if (type == NULL || strchr(type, '/') == NULL || strpbrk(type, "\r\n\"") != NULL)
+                type = "application/octet-stream";
+            ds = send_part(&s, (unsigned) i, msgtype, NULL, name, type, &data, &media_id);
+            kf_str_free(&data);
+        }
+        if (ds != KF_DELIVER_SENT) {
+            if (nparts > 1)
+                peer_about(peer, what);
+            break;
+        }
+        struct part_row pr = {.outbox_id = msg->id, .part = (unsigned) i, .msgtype = msgtype,
+                              .media_id = media_id, .sent = 1};
+        if (nparts > 1 && kf_tx_run(msg->db, part_row_tx, &pr, &error) != KF_OK) {
+            /* Not recorded: stop here; the retry may send this part again. */
             kf_str_reset(peer);
-            kf_str_puts(peer, why);
+            kf_str_printf(peer, "%s went out but could not be recorded (database: %s)", what,
+                          error ? error : "?");
             ds = KF_DELIVER_RETRY;
             break;
         }
-        int out = send_once(cfg, pool, &a, token, json, msg->deadline, peer);
-        ds = out == API_OK ? KF_DELIVER_SENT : out == API_REJECT ? KF_DELIVER_REJECTED
-                                                                 : KF_DELIVER_RETRY;
-        if (out != API_TOKEN)
-            break;
     }
-    free(json);
 done:
     kf_pool_destroy(&pool);
     return ds;
 }
 
-static const kf_channel_ops wx_ops = {.name = "wechat", .deliver = wx_deliver};
+static const kf_channel_ops wx_ops = {.name = "wechat", .deliver = wx_deliver,
+                                      .files_ok = wx_files_ok};
 static struct wx_adapter adapter = {.super = {.ops = &wx_ops}};
 
 /* ---- jobs: token renewal and media ---- */

@@ -46,11 +46,13 @@ typedef struct kf_channel_ops {
      * Optional; NULL: answers on this channel carry text only.  Worker
      * thread, inside the answer's transaction (short statements on db only):
      * may an answer from account carry files ([{id, filename, content_type,
-     * size}])?  NULL when it may, else the reason, for the agent (static or
-     * in pool); the answer is then refused with 422 and nothing is written.
+     * size}])?  KF_OK with *why_r NULL when it may, or with *why_r the reason
+     * for the agent (static or in pool: the answer is refused with 422 and
+     * nothing is written); another code (with *error_r) on a database error,
+     * which fails the transaction like any other.
      */
-    const char *(*files_ok)(kf_channel *ch, kf_db *db, kf_pool *pool, const char *account,
-                            const json_t *files);
+    int (*files_ok)(kf_channel *ch, kf_db *db, kf_pool *pool, const char *account,
+                    const json_t *files, const char **why_r, const char **error_r);
 } kf_channel_ops;
 
 struct kf_channel {
