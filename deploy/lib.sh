@@ -22,7 +22,7 @@ KF_PACKAGES=(build-essential cmake pkg-config libevent-dev libmariadb-dev libjan
              libcmocka-dev libsodium-dev libcurl4-openssl-dev mariadb-server mariadb-client
              python3 wrk clang libclang-rt-14-dev libexpat1-dev libssl-dev
              libgmime-3.0-dev libgumbo-dev libesmtp-dev dovecot-imapd
-             chromium nodejs fonts-noto-cjk swaks)
+             chromium nodejs fonts-noto-cjk swaks openssl python3-aiosmtpd)
 # npm: Debian's package, unless the installed Node.js already brings its own (NodeSource's
 # nodejs conflicts with Debian's npm, so asking for it there would fail).
 command -v npm >/dev/null 2>&1 || KF_PACKAGES+=(npm)

@@ -44,6 +44,7 @@
 struct imap {
     CURL *c;
     const kf_config *cfg;
+    char errbuf[CURL_ERROR_SIZE];  /* libcurl's detail of the last failure */
     kf_str body, trace;
     size_t limit;
     int over;
@@ -83,9 +84,13 @@ request(struct imap *im, const char *url, const char *custom, const char **why, 
     im->over = 0;
     curl_easy_setopt(im->c, CURLOPT_URL, url);
     curl_easy_setopt(im->c, CURLOPT_CUSTOMREQUEST, custom);
+    im->errbuf[0] = '\0';
     CURLcode rc = curl_easy_perform(im->c);
     if (rc != CURLE_OK) {
-        *why = kf_pool_printf(pool, "IMAP %s: %s", custom ? custom : "FETCH", curl_easy_strerror(rc));
+        /* e.g. "SSL peer certificate or SSH remote key was not OK: SSL certificate
+         * problem: unable to get local issuer certificate" */
+        *why = kf_pool_printf(pool, "IMAP %s: %s%s%s", custom ? custom : "FETCH",
+                              curl_easy_strerror(rc), im->errbuf[0] ? ": " : "", im->errbuf);
         return KF_ERR;
     }
     return KF_OK;
@@ -250,6 +255,7 @@ poll_one(kf_job *job, kf_db *db, kf_pool *pool, const kf_config *cfg, struct mbo
          const char **why)
 {
     struct imap im = {.cfg = cfg, .limit = (size_t) cfg->lmtp_max_size + 1};
+    unsigned fetched = 0, duplicates = 0, quarantined = 0; /* for the event=imap-polled line */
     const char *err = NULL;
     int rc = KF_OK;
     char *pass = secret(pool, cfg, mb->secret_ref, why);
@@ -262,11 +268,23 @@ poll_one(kf_job *job, kf_db *db, kf_pool *pool, const kf_config *cfg, struct mbo
     curl_easy_setopt(im.c, CURLOPT_WRITEDATA, &im);
     curl_easy_setopt(im.c, CURLOPT_DEBUGFUNCTION, on_debug);
     curl_easy_setopt(im.c, CURLOPT_DEBUGDATA, &im);
+    curl_easy_setopt(im.c, CURLOPT_ERRORBUFFER, im.errbuf);
     curl_easy_setopt(im.c, CURLOPT_VERBOSE, 1L);
     curl_easy_setopt(im.c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(im.c, CURLOPT_TIMEOUT, (long) cfg->smtp_timeout);
     curl_easy_setopt(im.c, CURLOPT_CONNECTTIMEOUT, (long) cfg->smtp_timeout);
-    curl_easy_setopt(im.c, CURLOPT_USE_SSL, (long) CURLUSESSL_TRY);
+    /* TLS: imaps:// is implicit TLS; imap:// follows imap_starttls (no, try,
+     * require).  The server's certificate and name are always verified, against
+     * tls_ca_bundle when set; a failure is the poll's error, before any login. */
+    const char *stls = cfg->imap_starttls ? cfg->imap_starttls : "try";
+    long use_ssl = strcmp(stls, "require") == 0 ? (long) CURLUSESSL_ALL
+                   : strcmp(stls, "no") == 0    ? (long) CURLUSESSL_NONE
+                                                : (long) CURLUSESSL_TRY;
+    curl_easy_setopt(im.c, CURLOPT_USE_SSL, use_ssl);
+    curl_easy_setopt(im.c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(im.c, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (cfg->tls_ca_bundle && cfg->tls_ca_bundle[0])
+        curl_easy_setopt(im.c, CURLOPT_CAINFO, cfg->tls_ca_bundle);
     curl_easy_setopt(im.c, CURLOPT_PROTOCOLS_STR, "imap,imaps");
 
     /* 1. UIDVALIDITY */
@@ -373,6 +391,9 @@ more:
                 break;
             }
             done++;
+            fetched++;
+            duplicates += res.duplicate != 0;
+            quarantined += res.quarantined != 0;
         }
         if (done > 0) {
             kf_str ds = KF_STR_INIT;
@@ -401,6 +422,10 @@ more:
     if (n == BATCH && !kf_job_stopping(job) && time(NULL) - began < POLL_BUDGET)
         goto more;
 out:
+    if (fetched > 0)
+        kf_log(KF_LOG_INFO, "email", "event=imap-polled mailbox=\"%s\" fetched=%u duplicate=%u "
+               "quarantined=%u last_uid=%" PRIu64, mb->name, fetched, duplicates, quarantined,
+               mb->last_uid);
     curl_easy_cleanup(im.c);
     kf_str_free(&im.body);
     kf_str_free(&im.trace);

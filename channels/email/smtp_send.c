@@ -7,15 +7,31 @@
  * so replies and bounces find their ticket.  The text itself is written by
  * compose.c.  Connection failures and 4xx replies are KF_DELIVER_RETRY, 5xx replies
  * KF_DELIVER_REJECTED with the server's words as the peer reply.
+ *
+ * STARTTLS (smtp_starttls = no|try|require) uses one OpenSSL SSL_CTX built at
+ * registration, never libESMTP's own (which reads CAs from ~/.authenticate):
+ * TLS client, SSL_VERIFY_PEER against tls_ca_bundle (or the system store), and
+ * the name of smtp_host (a DNS name or an IP literal) checked by OpenSSL
+ * itself.  The context is shared read-only by every job thread; libESMTP takes
+ * its own reference per session.  A TLS failure - handshake, certificate, or
+ * STARTTLS required but not offered - is KF_DELIVER_RETRY with the reason, and
+ * no message is transferred.
  */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
-#include <auth-client.h>
+#include <arpa/inet.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <auth-client.h> /* after <openssl/ssl.h>: it declares smtp_starttls_set_ctx then */
 #include <libesmtp.h>
 #include <jansson.h>
 
@@ -29,7 +45,20 @@
 static struct {
     kf_channel super;
     const kf_config *cfg;
+    SSL_CTX *tls;           /* NULL when smtp_starttls = no, or when it could not be built */
+    char tls_error[256];    /* why tls is NULL although STARTTLS is wanted */
 } adapter;
+
+/* The certificate error of this thread's last handshake (the verify callback
+ * runs inside libESMTP's SSL_connect on the delivering thread). */
+static _Thread_local char verify_error[160];
+
+/* What the event callback saw of one session. */
+struct tls_seen {
+    const char *server;
+    char why[256];          /* first TLS failure, "" = none */
+    int tls_ok;             /* SMTP_EV_STARTTLS_OK */
+};
 
 void
 kf_email_outbound_message_id(uint64_t outbox_id, const char *domain, char *buf, size_t bufsz)
@@ -81,6 +110,138 @@ interact(auth_client_request_t request, char **result, int fields, void *arg)
     return 1;
 }
 
+static int
+on_verify(int preverify_ok, X509_STORE_CTX *x)
+{
+    if (!preverify_ok && verify_error[0] == '\0') {
+        int err = X509_STORE_CTX_get_error(x);
+        snprintf(verify_error, sizeof(verify_error), "%s (depth %d)",
+                 X509_verify_cert_error_string(err), X509_STORE_CTX_get_error_depth(x));
+    }
+    return preverify_ok;
+}
+
+/* The SSL_CTX for STARTTLS, or NULL with *why set (static text or reason). */
+static SSL_CTX *
+tls_ctx_build(const kf_config *cfg, char *why, size_t whysz)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        snprintf(why, whysz, "SSL_CTX_new failed");
+        return NULL;
+    }
+    /* TLS 1.2 only: libESMTP 1.1.0 polls for a reply before it flushes the
+     * command it just wrote, so a TLS 1.3 NewSessionTicket arriving after the
+     * handshake wakes it to wait for a reply to an EHLO it has not sent yet:
+     * the session stalls until the timeout (about 1 in 100 sessions here). */
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, on_verify);
+    const char *ca = cfg->tls_ca_bundle;
+    int ok = ca && *ca ? SSL_CTX_load_verify_locations(ctx, ca, NULL)
+                       : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        unsigned long e = ERR_peek_last_error();
+        char eb[160];
+        ERR_error_string_n(e, eb, sizeof(eb));
+        snprintf(why, whysz, "cannot load CA certificates from %s: %s",
+                 ca && *ca ? ca : "the system store", e ? eb : "unknown error");
+        ERR_clear_error();
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    /* The peer must be smtp_host: OpenSSL checks the name (or the IP address)
+     * during the handshake, so a wrong certificate fails there. */
+    X509_VERIFY_PARAM *vp = SSL_CTX_get0_param(ctx);
+    unsigned char addr[16];
+    const char *host = cfg->smtp_host;
+    if (inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1)
+        ok = X509_VERIFY_PARAM_set1_ip_asc(vp, host);
+    else {
+        X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        ok = X509_VERIFY_PARAM_set1_host(vp, host, 0);
+    }
+    if (ok != 1) {
+        snprintf(why, whysz, "cannot check the certificate's name against smtp_host \"%s\"", host);
+        ERR_clear_error();
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/*
+ * libESMTP's events.  The TLS ones carry an int *ok that decides whether the
+ * session goes on: an invalid or missing certificate is refused.  libESMTP's
+ * own name check knows only DNS names (not IP addresses); OpenSSL has already
+ * checked smtp_host against the certificate during the handshake, so its
+ * WRONG_PEER_CERTIFICATE is accepted only when that verification passed.
+ */
+static void
+on_event(smtp_session_t session, int event, void *arg, ...)
+{
+    struct tls_seen *seen = arg;
+    va_list ap;
+    int *ok = NULL;
+    (void) session;
+    va_start(ap, arg);
+    switch (event) {
+    case SMTP_EV_INVALID_PEER_CERTIFICATE: {
+        long vr = va_arg(ap, long);
+        ok = va_arg(ap, int *);
+        *ok = 0;
+        if (!seen->why[0])
+            snprintf(seen->why, sizeof(seen->why), "certificate verify failed: %s",
+                     X509_verify_cert_error_string(vr));
+        break;
+    }
+    case SMTP_EV_NO_PEER_CERTIFICATE:
+        ok = va_arg(ap, int *);
+        *ok = 0;
+        if (!seen->why[0])
+            snprintf(seen->why, sizeof(seen->why), "the server sent no certificate");
+        break;
+    case SMTP_EV_WRONG_PEER_CERTIFICATE: {
+        ok = va_arg(ap, int *);
+        const char *name = va_arg(ap, const char *);
+        SSL *ssl = va_arg(ap, SSL *);
+        *ok = ssl != NULL && SSL_get_verify_result(ssl) == X509_V_OK &&
+              SSL_get0_peer_certificate(ssl) != NULL;
+        if (!*ok && !seen->why[0])
+            snprintf(seen->why, sizeof(seen->why), "certificate name \"%s\" does not match",
+                     name ? name : "");
+        break;
+    }
+    case SMTP_EV_WEAK_CIPHER:
+        (void) va_arg(ap, int);
+        ok = va_arg(ap, int *);
+        *ok = 0;
+        if (!seen->why[0])
+            snprintf(seen->why, sizeof(seen->why), "weak cipher");
+        break;
+    case SMTP_EV_NO_CLIENT_CERTIFICATE:
+        ok = va_arg(ap, int *);
+        *ok = 1; /* none is configured; the server may still accept us */
+        break;
+    case SMTP_EV_UNUSABLE_CLIENT_CERTIFICATE:
+    case SMTP_EV_UNUSABLE_CA_LIST:
+        if (!seen->why[0])
+            snprintf(seen->why, sizeof(seen->why), "unusable TLS credentials");
+        break;
+    case SMTP_EV_EXTNA_STARTTLS:
+        if (!seen->why[0])
+            snprintf(seen->why, sizeof(seen->why),
+                     "STARTTLS required but not offered by the server");
+        break;
+    case SMTP_EV_STARTTLS_OK:
+        seen->tls_ok = 1;
+        break;
+    default:
+        break;
+    }
+    va_end(ap);
+}
+
 static kf_deliver_status
 deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer)
 {
@@ -113,10 +274,22 @@ deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer)
         return transient ? KF_DELIVER_RETRY : KF_DELIVER_REJECTED;
     }
 
-    smtp_session_t session = smtp_create_session();
-    smtp_message_t message = smtp_add_message(session);
     char server[300];
     snprintf(server, sizeof(server), "%s:%u", cfg->smtp_host, cfg->smtp_port);
+    int want_tls = strcmp(cfg->smtp_starttls, "no") != 0;
+    if (want_tls && adapter.tls == NULL) {
+        /* never libESMTP's default context, never clear text instead */
+        kf_str_printf(peer, "SMTP %s: STARTTLS unavailable: %s", server, adapter.tls_error);
+        kf_log(KF_LOG_WARN, "email", "event=smtp-send outbox=%" PRIu64 " to=\"%s\" result=retry "
+               "reply=\"%s\"", msg->id, msg->target, peer->ptr);
+        kf_pool_destroy(&pool);
+        return KF_DELIVER_RETRY;
+    }
+
+    smtp_session_t session = smtp_create_session();
+    smtp_message_t message = smtp_add_message(session);
+    struct tls_seen seen = {.server = server};
+    smtp_set_eventcb(session, on_event, &seen);
     smtp_set_server(session, server);
     long secs = (long) cfg->smtp_timeout;
     double left = msg->deadline - mono_now();
@@ -133,6 +306,8 @@ deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer)
     smtp_starttls_enable(session, strcmp(cfg->smtp_starttls, "require") == 0 ? Starttls_REQUIRED
                                   : strcmp(cfg->smtp_starttls, "try") == 0   ? Starttls_ENABLED
                                                                              : Starttls_DISABLED);
+    if (want_tls)
+        smtp_starttls_set_ctx(session, adapter.tls); /* libESMTP holds its own reference */
     auth_context_t actx = NULL;
     if (cfg->smtp_user[0]) {
         actx = auth_create_context();
@@ -144,7 +319,26 @@ deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer)
     smtp_set_message_str(message, text);
     smtp_recipient_t rcpt = smtp_add_recipient(message, msg->target);
 
-    if (!smtp_start_session(session)) {
+    verify_error[0] = '\0';
+    ERR_clear_error();
+    int started = smtp_start_session(session);
+    const smtp_status_t *sent = started ? smtp_message_transfer_status(message) : NULL;
+    int transferred = sent != NULL && sent->code >= 200 && sent->code < 300;
+    if (!seen.why[0] && verify_error[0])
+        snprintf(seen.why, sizeof(seen.why), "certificate verify failed: %s", verify_error);
+    /* any other handshake failure (protocol version, ciphers): OpenSSL's reason */
+    if (!seen.why[0] && want_tls && !seen.tls_ok && !transferred && ERR_peek_error() != 0) {
+        char eb[160];
+        ERR_error_string_n(ERR_peek_last_error(), eb, sizeof(eb));
+        snprintf(seen.why, sizeof(seen.why), "%s", eb);
+    }
+    ERR_clear_error();
+    if (seen.why[0]) {
+        /* libESMTP quits at a refused certificate, a failed handshake or a missing
+         * STARTTLS, before MAIL: nothing was sent */
+        kf_str_printf(peer, "SMTP %s: STARTTLS failed: %s", server, seen.why);
+        ds = KF_DELIVER_RETRY;
+    } else if (!started) {
         char eb[256];
         const char *e = smtp_strerror(smtp_errno(), eb, sizeof(eb));
         kf_str_printf(peer, "SMTP %s: %s", server, e ? e : "connection failed");
@@ -159,7 +353,12 @@ deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer)
         else if (rs && rs->code >= 400)
             use = rs;
         int code = use ? use->code : 0;
-        kf_str_printf(peer, "%d %s", code, use && use->text ? use->text : "");
+        if (code == 0) { /* the session ended before any reply to MAIL (timeout, drop) */
+            char eb[256];
+            const char *e = smtp_strerror(smtp_errno(), eb, sizeof(eb));
+            kf_str_printf(peer, "SMTP %s: %s", server, e ? e : "no reply");
+        } else
+            kf_str_printf(peer, "%d %s", code, use && use->text ? use->text : "");
         while (peer->len && (peer->ptr[peer->len - 1] == '\n' || peer->ptr[peer->len - 1] == '\r'))
             peer->ptr[--peer->len] = '\0';
         if (code >= 200 && code < 300)
@@ -182,6 +381,15 @@ deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer)
 
 static const kf_channel_ops ops = {.name = "email", .deliver = deliver, .files_ok = kf_email_files_ok};
 
+static int tls_registered;
+
+static void
+tls_free(void)
+{
+    SSL_CTX_free(adapter.tls);
+    adapter.tls = NULL;
+}
+
 void
 kf_email_smtp_register(const kf_config *cfg)
 {
@@ -191,6 +399,27 @@ kf_email_smtp_register(const kf_config *cfg)
         auth_ready = 1;
     }
     adapter.cfg = cfg;
+    /* 1. The STARTTLS context, once per registration (main thread, before any
+     * job thread delivers).  A context that cannot be built leaves every
+     * delivery a retry with the reason: never clear text, never libESMTP's
+     * default context. */
+    if (adapter.tls != NULL) {
+        SSL_CTX_free(adapter.tls);
+        adapter.tls = NULL;
+    }
+    adapter.tls_error[0] = '\0';
+    if (strcmp(cfg->smtp_starttls, "no") != 0) {
+        adapter.tls = tls_ctx_build(cfg, adapter.tls_error, sizeof(adapter.tls_error));
+        if (adapter.tls == NULL)
+            kf_log(KF_LOG_ERR, "email", "event=smtp-tls-failed reason=\"%s\"", adapter.tls_error);
+        if (!tls_registered) {
+            /* registered after OpenSSL's own exit handler (OpenSSL is initialised by
+             * now), so it runs first: handlers run in reverse order */
+            atexit(tls_free);
+            tls_registered = 1;
+        }
+    }
+    /* 2. The adapter. */
     adapter.super.ops = &ops;
     adapter.super.arg = &adapter;
     kf_channel_register(&adapter.super);

@@ -10,12 +10,8 @@ passwd-file user and a temporary Maildir:
 A Dovecot that cannot start fails the test (never a skip).
 """
 
-import imaplib
 import os
-import re
 import signal
-import socket
-import subprocess
 import sys
 import time
 import unittest
@@ -24,144 +20,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kefu_api  # noqa: E402
 import kefutest as kt  # noqa: E402
-
-DOVECOT = "/usr/sbin/dovecot"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Dovecot:
-    def __init__(self, register):
-        self.dir = kt.mktemp_dir("dovecot-", register)
-        os.chmod(self.dir, 0o755)
-        self.port = free_port()
-        self.maildir = os.path.join(self.dir, "mail", "support")
-        self.uid, self.gid = (65534, 65534) if os.getuid() == 0 else (os.getuid(), os.getgid())
-        for sub in ("cur", "new", "tmp"):
-            os.makedirs(os.path.join(self.maildir, sub))
-        os.makedirs(os.path.join(self.dir, "run"))
-        with open(os.path.join(self.dir, "passwd"), "w") as f:
-            f.write("support:{PLAIN}imap-secret\n")
-        conf = os.path.join(self.dir, "dovecot.conf")
-        with open(conf, "w") as f:
-            f.write("""base_dir = {d}/run
-state_dir = {d}/run
-log_path = {d}/dovecot.log
-instance_name = kefutest{port}
-listen = 127.0.0.1
-protocols = imap
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-mail_location = maildir:{d}/mail/%u
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={d}/mail/%u
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-""".format(d=self.dir, port=self.port, uid=self.uid, gid=self.gid))
-        self.conf = conf
-        self.proc = None
-        self.n = 0
-        register(self.stop)
-
-    def chown(self):
-        if os.getuid() == 0:
-            for root, dirs, files in os.walk(os.path.join(self.dir, "mail")):
-                for x in dirs + files:
-                    os.chown(os.path.join(root, x), self.uid, self.gid)
-            os.chown(os.path.join(self.dir, "mail"), self.uid, self.gid)
-
-    def start(self):
-        if not os.path.exists(DOVECOT):
-            raise AssertionError("%s missing: apt-get install dovecot-imapd" % DOVECOT)
-        self.chown()
-        self.proc = kt.spawn([DOVECOT, "-F", "-c", self.conf], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ok = kt.wait_for(self._login_ok, 30, 0.1)
-        if not ok:
-            raise AssertionError("dovecot did not start\n" + self.log())
-        return self
-
-    def _login_ok(self):
-        if self.proc.poll() is not None:
-            raise AssertionError("dovecot exited\n" + self.log())
-        try:
-            m = imaplib.IMAP4("127.0.0.1", self.port, timeout=5)
-            m.login("support", "imap-secret")
-            m.logout()
-            return True
-        except (OSError, imaplib.IMAP4.error):
-            return False
-
-    def log(self):
-        try:
-            with open(os.path.join(self.dir, "dovecot.log"), errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
-
-    def deliver(self, raw):
-        self.n += 1
-        name = "%d.M%dP%d.kefutest" % (time.time(), self.n, os.getpid())
-        tmp = os.path.join(self.maildir, "tmp", name)
-        with open(tmp, "wb") as f:
-            f.write(raw)
-        if os.getuid() == 0:
-            os.chown(tmp, self.uid, self.gid)
-        os.rename(tmp, os.path.join(self.maildir, "new", name))
-
-    def flags(self):
-        """{uid: set(flags)} of INBOX."""
-        m = imaplib.IMAP4("127.0.0.1", self.port, timeout=30)
-        m.login("support", "imap-secret")
-        m.select("INBOX", readonly=True)
-        typ, data = m.uid("FETCH", "1:*", "(FLAGS)")
-        m.logout()
-        out = {}
-        for d in data:
-            if not d:
-                continue
-            s = d.decode() if isinstance(d, bytes) else d[0].decode()
-            mm = re.search(r"UID (\d+) FLAGS \(([^)]*)\)", s) or re.search(
-                r"FLAGS \(([^)]*)\) UID (\d+)", s)
-            if mm is None:
-                continue
-            if s.find("UID") < s.find("FLAGS"):
-                out[int(mm.group(1))] = set(mm.group(2).split())
-            else:
-                out[int(mm.group(2))] = set(mm.group(1).split())
-        return out
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            kt.reap(self.proc, 30)
-        self.proc = None
-
-
-def msg(i, tag):
-    return ("From: sender%d@example.com\r\nTo: support@kefu.test\r\nSubject: %s %d\r\n"
-            "Message-ID: <%s-%d@example.com>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-            "message %d\r\n" % (i % 7, tag, i, tag, i, i)).encode()
+from dovecot_kit import Dovecot, msg  # noqa: E402
 
 
 class ImapTest(unittest.TestCase):
