@@ -361,9 +361,22 @@ deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer)
             kf_str_printf(peer, "%d %s", code, use && use->text ? use->text : "");
         while (peer->len && (peer->ptr[peer->len - 1] == '\n' || peer->ptr[peer->len - 1] == '\r'))
             peer->ptr[--peer->len] = '\0';
+        /* MAIL refused for authentication (530 required, 534/538 mechanism,
+         * 535 bad credentials) is our configuration's fault, never the
+         * message's: retry, with the reason where the admin will look. */
+        int auth_refused = use == rp && (code == 530 || code == 534 || code == 535 || code == 538);
+        if (auth_refused) {
+            kf_str body = KF_STR_INIT;
+            kf_str_printf(&body, "SMTP %s: authentication %s: %s", server,
+                          cfg->smtp_user[0] ? "as smtp_user failed" : "required (set smtp_user)",
+                          peer->ptr ? peer->ptr : "");
+            kf_str_reset(peer);
+            kf_str_append(peer, body.ptr, body.len);
+            kf_str_free(&body);
+        }
         if (code >= 200 && code < 300)
             ds = KF_DELIVER_SENT;
-        else if (code >= 500)
+        else if (code >= 500 && !auth_refused)
             ds = KF_DELIVER_REJECTED;
         else
             ds = KF_DELIVER_RETRY;

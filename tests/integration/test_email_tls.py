@@ -64,8 +64,10 @@ class SmtpServer:
     and required before MAIL; None: no STARTTLS at all.  Records every MAIL
     command and every accepted message with whether its session was TLS."""
 
-    def __init__(self, tls=None):
+    def __init__(self, tls=None, auth=None):
         self.tls = tls
+        self.auth = auth     # (user, password): AUTH required (after STARTTLS)
+        self.logins = []     # (mechanism, login, accepted, over TLS)
         self.mails = []      # (reverse path, over TLS)
         self.messages = []   # (reverse path, [recipients], raw bytes, over TLS)
         self.ctl = None
@@ -82,6 +84,14 @@ class SmtpServer:
                               session.ssl is not None))
         return "250 2.0.0 queued"
 
+    def authenticate(self, server, session, envelope, mechanism, data):
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+        ok = (isinstance(data, LoginPassword) and self.auth is not None and
+              (data.login.decode(), data.password.decode()) == self.auth)
+        self.logins.append((mechanism, data.login.decode() if isinstance(data, LoginPassword)
+                            else None, ok, session.ssl is not None))
+        return AuthResult(success=ok, handled=False)
+
     def start(self):
         if Controller is None:
             raise AssertionError(AIOSMTPD_ERROR)
@@ -90,8 +100,12 @@ class SmtpServer:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(*self.tls)
         self.port = free_port()
+        extra = {}
+        if self.auth:
+            extra = dict(authenticator=self.authenticate, auth_required=True, auth_require_tls=True)
         self.ctl = Controller(self, hostname="127.0.0.1", port=self.port, tls_context=ctx,
-                              require_starttls=ctx is not None, server_hostname="smtp.kefu.test")
+                              require_starttls=ctx is not None, server_hostname="smtp.kefu.test",
+                              **extra)
         try:
             self.ctl.start()
         except Exception as e:  # noqa: BLE001 - any failure to start fails the test
@@ -125,6 +139,8 @@ class EmailTlsTest(unittest.TestCase):
         reg(cls.smtp_clear.stop)
         cls.smtp_wrong = SmtpServer(tls=wrong_name).start()
         reg(cls.smtp_wrong.stop)
+        cls.smtp_auth = SmtpServer(tls=cert, auth=("kefu-out", "s3cret pass")).start()
+        reg(cls.smtp_auth.stop)
 
         cls.secrets = os.path.join(kt.mktemp_dir("secrets-", reg), "secrets")
         with open(cls.secrets, "w") as f:
@@ -311,6 +327,38 @@ class EmailTlsTest(unittest.TestCase):
                         self.outbox_row(oid))
         self.assertEqual(self.outbox_row(oid)[1], "1")  # no stalled first session (TLS 1.3)
         self.assertEqual(self.w.k.stop(), 0, self.w.k.tail())
+
+    def test_smtp_auth_over_starttls(self):
+        # AUTH (PLAIN or LOGIN) with the password from smtp_password_file, only after STARTTLS
+        pw = os.path.join(kt.mktemp_dir("smtp-pw-", self.addCleanup), "pw")
+        with open(pw, "w") as f:
+            f.write("s3cret pass\n")
+        os.chmod(pw, 0o600)
+        self.restart(KEFU_TLS_CA_BUNDLE=self.ca.pem, KEFU_SMTP_STARTTLS="require",
+                     KEFU_SMTP_PORT=str(self.smtp_auth.port), KEFU_SMTP_USER="kefu-out",
+                     KEFU_SMTP_PASSWORD_FILE=pw)
+        oid = self.reply("auth")
+        mid = b"kf.%d.out@kefu.test" % oid
+        got = kt.wait_for(lambda: [m for m in self.smtp_auth.messages if mid in m[2]], 20, 0.05)
+        self.assertTrue(got, "nothing arrived: %r\n%s" % (self.outbox_row(oid), self.w.k.tail()))
+        self.assertEqual([l[1:] for l in self.smtp_auth.logins], [("kefu-out", True, True)])
+        self.assertIn(self.smtp_auth.logins[0][0], ("PLAIN", "LOGIN"))
+        self.assertTrue(kt.wait_for(lambda: self.outbox_row(oid)[0] == "sent", 10, 0.1))
+        # a wrong password: not the message's fault, so retried (never dead) with the
+        # server's words; nothing sent
+        with open(pw, "w") as f:
+            f.write("wrong\n")
+        self.restart(KEFU_TLS_CA_BUNDLE=self.ca.pem, KEFU_SMTP_STARTTLS="require",
+                     KEFU_SMTP_PORT=str(self.smtp_auth.port), KEFU_SMTP_USER="kefu-out",
+                     KEFU_SMTP_PASSWORD_FILE=pw)
+        before = len(self.smtp_auth.messages)
+        oid = self.reply("badauth")
+        row = self.retried(oid)
+        self.assertIn(("kefu-out", False, True), [l[1:] for l in self.smtp_auth.logins])
+        self.assertIn("authentication as smtp_user failed: 530 5.7.0 Authentication required",
+                      row[2])
+        self.assertEqual(len(self.smtp_auth.messages), before)
+        self.retire(oid)
 
     def test_smtp_untrusted_ca(self):
         self.restart(KEFU_TLS_CA_BUNDLE=self.other.pem, KEFU_SMTP_STARTTLS="require",
