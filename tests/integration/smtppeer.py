@@ -14,6 +14,9 @@ import threading
 
 class _Handler(socketserver.StreamRequestHandler):
     timeout = 30
+    # Replies to pipelined commands go out at once, as a real MTA's do: with
+    # Nagle on, the second reply waits for the client's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
 
     def send(self, line):
         self.wfile.write(line.encode() + b"\r\n")
