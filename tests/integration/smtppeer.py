@@ -1,113 +1,127 @@
-"""A real SMTP server for the email tests, on 127.0.0.1 and a free port, in a
-thread of the test process: it speaks RFC 5321 (EHLO/HELO, MAIL, RCPT, DATA
-with dot-unstuffing, RSET, NOOP, QUIT), records every message it accepts, and
-can be told to answer the next transactions with 4xx/5xx.
+"""A real SMTP server for the email tests: Debian's python3-aiosmtpd, on
+127.0.0.1 and a free port, in a thread of the test process.  It records every
+MAIL command and every message it accepts, can be told to answer the next
+transactions with 4xx/5xx, and optionally offers (and requires) STARTTLS and
+AUTH.
 
     peer = SmtpPeer().start();  peer.fail_next("451 4.3.0 try later")
-    ...;  peer.messages  -> [(mail_from, [rcpt], raw bytes)];  peer.stop()
+    peer = SmtpPeer(tls=(cert, key), auth=("user", "password")).start()
+    ...
+    peer.messages -> [(mail_from, [rcpt], raw bytes, over TLS)]
+    peer.mails    -> [(mail_from, over TLS)]     every MAIL command
+    peer.logins   -> [(mechanism, login, accepted, over TLS)]
+    peer.stop()
+
+A server that cannot start raises AssertionError (tests fail, never skip).
 """
 
+import logging
 import socket
-import socketserver
+import ssl
+import sys
 import threading
 
+try:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+except ImportError:
+    # Debian's python3-aiosmtpd, when python3 is not Debian's own (pyenv, venv)
+    sys.path.append("/usr/lib/python3/dist-packages")
+    try:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+    except ImportError as e:
+        Controller = None
+        IMPORT_ERROR = "aiosmtpd missing (apt-get install python3-aiosmtpd): %s" % e
 
-class _Handler(socketserver.StreamRequestHandler):
-    timeout = 30
-    # Replies to pipelined commands go out at once, as a real MTA's do: with
-    # Nagle on, the second reply waits for the client's delayed ACK (~40 ms).
-    disable_nagle_algorithm = True
-
-    def send(self, line):
-        self.wfile.write(line.encode() + b"\r\n")
-        self.wfile.flush()
-
-    def handle(self):
-        peer = self.server.peer
-        self.send("220 smtppeer ESMTP")
-        mail_from, rcpts = None, []
-        while True:
-            line = self.rfile.readline(10000)
-            if not line:
-                return
-            cmd = line.decode("latin-1").rstrip("\r\n")
-            up = cmd.upper()
-            peer.commands.append(cmd)
-            if up.startswith("EHLO"):
-                self.wfile.write(b"250-smtppeer\r\n250-8BITMIME\r\n250-PIPELINING\r\n250 SIZE 50000000\r\n")
-                self.wfile.flush()
-            elif up.startswith("HELO"):
-                self.send("250 smtppeer")
-            elif up.startswith("MAIL FROM:"):
-                mail_from, rcpts = cmd[10:].strip().split(" ")[0].strip("<>"), []
-                self.send("250 2.1.0 OK")
-            elif up.startswith("RCPT TO:"):
-                rcpts.append(cmd[8:].strip().split(" ")[0].strip("<>"))
-                self.send("250 2.1.5 OK")
-            elif up == "DATA":
-                self.send("354 go ahead")
-                data = []
-                while True:
-                    l = self.rfile.readline(1 << 20)
-                    if not l or l in (b".\r\n", b".\n"):
-                        break
-                    if l.startswith(b".."):
-                        l = l[1:]
-                    data.append(l)
-                reply = peer._next_reply()
-                if reply.startswith("2"):
-                    peer.messages.append((mail_from, rcpts, b"".join(data)))
-                self.send(reply)
-            elif up == "RSET":
-                mail_from, rcpts = None, []
-                self.send("250 2.0.0 OK")
-            elif up == "NOOP":
-                self.send("250 2.0.0 OK")
-            elif up == "QUIT":
-                self.send("221 2.0.0 bye")
-                return
-            else:
-                self.send("502 5.5.2 unknown")
+logging.getLogger("mail.log").setLevel(logging.CRITICAL)  # refused handshakes are expected
 
 
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 class SmtpPeer:
-    def __init__(self):
+    def __init__(self, tls=None, auth=None):
+        """tls=(cert, key): STARTTLS offered and required before MAIL; auth=(user,
+        password): AUTH required (after STARTTLS when tls is set)."""
+        self.tls = tls
+        self.auth = auth
         self.messages = []
-        self.commands = []
+        self.mails = []
+        self.logins = []
         self.replies = []
         self.lock = threading.Lock()
-        self.server = None
+        self.ctl = None
+
+    def fail_next(self, *replies):
+        """Answer the next transactions' end of data with these replies, in turn."""
+        with self.lock:
+            self.replies.extend(replies)
 
     def _next_reply(self):
         with self.lock:
             return self.replies.pop(0) if self.replies else "250 2.0.0 queued"
 
-    def fail_next(self, *replies):
-        with self.lock:
-            self.replies.extend(replies)
+    # -- aiosmtpd handler hooks
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.mails.append((address, session.ssl is not None))
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = self._next_reply()
+        if reply.startswith("2"):
+            self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
+                                  envelope.original_content or envelope.content,
+                                  session.ssl is not None))
+        return reply
+
+    def _authenticate(self, server, session, envelope, mechanism, data):
+        ok = (isinstance(data, LoginPassword) and
+              (data.login.decode(), data.password.decode()) == self.auth)
+        self.logins.append((mechanism, data.login.decode() if isinstance(data, LoginPassword)
+                            else None, ok, session.ssl is not None))
+        return AuthResult(success=ok, handled=False)
+
+    # -- life
 
     def start(self):
-        self.server = _Server(("127.0.0.1", 0), _Handler)
-        self.server.peer = self
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        if Controller is None:
+            raise AssertionError(IMPORT_ERROR)
+        ctx = None
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+        extra = {}
+        if self.auth:
+            extra = dict(authenticator=self._authenticate, auth_required=True,
+                         auth_require_tls=ctx is not None)
+        self.port = free_port()
+        self.ctl = Controller(self, hostname="127.0.0.1", port=self.port, tls_context=ctx,
+                              require_starttls=ctx is not None, server_hostname="smtp.kefu.test",
+                              **extra)
+        try:
+            self.ctl.start()
+        except Exception as e:  # noqa: BLE001 - any failure to start fails the test
+            raise AssertionError("aiosmtpd did not start on 127.0.0.1:%d: %r" % (self.port, e))
         # prove it answers before anyone relies on it
         s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        if not s.recv(100).startswith(b"220"):
-            raise AssertionError("SMTP peer did not greet")
+        greeting = s.recv(100)
         s.sendall(b"QUIT\r\n")
         s.recv(100)
         s.close()
+        if not greeting.startswith(b"220"):
+            raise AssertionError("SMTP peer did not greet: %r" % greeting)
         return self
 
     def stop(self):
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+        if self.ctl is not None:
+            self.ctl.stop()
+            self.ctl = None

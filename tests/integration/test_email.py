@@ -3,7 +3,7 @@
 - raw MIME over HTTP (POST /api/v1/inbound/email/{mailbox}): the corpus of
   tests/data/email becomes tickets with the right subjects and senders;
   duplicates change nothing; unparseable mail is quarantined with an event;
-- outbound through the "email" adapter to a real SMTP server (smtppeer.py):
+- outbound through the "email" adapter to a real SMTP server (aiosmtpd, smtppeer.py):
   headers, RFC 2047 subject, [KF-...] token, Message-ID/In-Reply-To/References,
   Auto-Submitted on acknowledgements, 451 then 250 (retried, sent once), 550
   (dead, the server's words on the row);

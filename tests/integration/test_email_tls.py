@@ -21,9 +21,7 @@ A peer that cannot start fails the test (never a skip).
 
 import email
 import email.policy
-import logging
 import os
-import ssl
 import sys
 import time
 import unittest
@@ -33,20 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kefu_api  # noqa: E402
 import kefutest as kt  # noqa: E402
 import tlsca  # noqa: E402
-from dovecot_kit import Dovecot, free_port, msg  # noqa: E402
-
-try:
-    from aiosmtpd.controller import Controller
-except ImportError:
-    # Debian's python3-aiosmtpd, when python3 is not Debian's own (pyenv, venv)
-    sys.path.append("/usr/lib/python3/dist-packages")
-    try:
-        from aiosmtpd.controller import Controller
-    except ImportError as e:
-        Controller = None
-        AIOSMTPD_ERROR = "aiosmtpd missing (apt-get install python3-aiosmtpd): %s" % e
-
-logging.getLogger("mail.log").setLevel(logging.CRITICAL)  # refused handshakes are expected here
+from smtppeer import SmtpPeer  # noqa: E402
+from dovecot_kit import Dovecot, msg  # noqa: E402
 
 BASE_ENV = {
     "KEFU_SHUTDOWN_TIMEOUT": "10",
@@ -57,65 +43,6 @@ BASE_ENV = {
     "KEFU_OUTBOX_BACKOFF_MAX": "1",
     "KEFU_IMAP_STARTTLS": "require",
 }
-
-
-class SmtpServer:
-    """aiosmtpd on 127.0.0.1 and a free port.  tls=(cert, key): STARTTLS offered
-    and required before MAIL; None: no STARTTLS at all.  Records every MAIL
-    command and every accepted message with whether its session was TLS."""
-
-    def __init__(self, tls=None, auth=None):
-        self.tls = tls
-        self.auth = auth     # (user, password): AUTH required (after STARTTLS)
-        self.logins = []     # (mechanism, login, accepted, over TLS)
-        self.mails = []      # (reverse path, over TLS)
-        self.messages = []   # (reverse path, [recipients], raw bytes, over TLS)
-        self.ctl = None
-
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):
-        self.mails.append((address, session.ssl is not None))
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 2.1.0 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
-                              envelope.original_content or envelope.content,
-                              session.ssl is not None))
-        return "250 2.0.0 queued"
-
-    def authenticate(self, server, session, envelope, mechanism, data):
-        from aiosmtpd.smtp import AuthResult, LoginPassword
-        ok = (isinstance(data, LoginPassword) and self.auth is not None and
-              (data.login.decode(), data.password.decode()) == self.auth)
-        self.logins.append((mechanism, data.login.decode() if isinstance(data, LoginPassword)
-                            else None, ok, session.ssl is not None))
-        return AuthResult(success=ok, handled=False)
-
-    def start(self):
-        if Controller is None:
-            raise AssertionError(AIOSMTPD_ERROR)
-        ctx = None
-        if self.tls:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*self.tls)
-        self.port = free_port()
-        extra = {}
-        if self.auth:
-            extra = dict(authenticator=self.authenticate, auth_required=True, auth_require_tls=True)
-        self.ctl = Controller(self, hostname="127.0.0.1", port=self.port, tls_context=ctx,
-                              require_starttls=ctx is not None, server_hostname="smtp.kefu.test",
-                              **extra)
-        try:
-            self.ctl.start()
-        except Exception as e:  # noqa: BLE001 - any failure to start fails the test
-            raise AssertionError("aiosmtpd did not start on 127.0.0.1:%d: %r" % (self.port, e))
-        return self
-
-    def stop(self):
-        if self.ctl is not None:
-            self.ctl.stop()
-            self.ctl = None
 
 
 class EmailTlsTest(unittest.TestCase):
@@ -133,13 +60,13 @@ class EmailTlsTest(unittest.TestCase):
                           tls=cert, ca=cls.ca.pem).start()
         cls.cleardov = Dovecot(reg, users=("clear",)).start()
 
-        cls.smtp = SmtpServer(tls=cert).start()
+        cls.smtp = SmtpPeer(tls=cert).start()
         reg(cls.smtp.stop)
-        cls.smtp_clear = SmtpServer().start()
+        cls.smtp_clear = SmtpPeer().start()
         reg(cls.smtp_clear.stop)
-        cls.smtp_wrong = SmtpServer(tls=wrong_name).start()
+        cls.smtp_wrong = SmtpPeer(tls=wrong_name).start()
         reg(cls.smtp_wrong.stop)
-        cls.smtp_auth = SmtpServer(tls=cert, auth=("kefu-out", "s3cret pass")).start()
+        cls.smtp_auth = SmtpPeer(tls=cert, auth=("kefu-out", "s3cret pass")).start()
         reg(cls.smtp_auth.stop)
 
         cls.secrets = os.path.join(kt.mktemp_dir("secrets-", reg), "secrets")

@@ -15,7 +15,6 @@ An Official Account in each mode (plain, compat, safe) and a WeCom app:
   * a published request (vector easywechat-mp-decrypt) replayed byte for byte.
 """
 
-import json
 import os
 import sys
 import time
