@@ -390,6 +390,33 @@ h_agent_get(kf_call *c, kf_reply *out)
     return kf_reply_json(out, c, 200, agent);
 }
 
+/*
+ * One row by id as JSON (statement name, SQL with one "?" for the id, row
+ * maker); KF_ENOTFOUND with *error_r = missing when there is none.
+ */
+static int
+row_by_id(kf_db *db, kf_pool *pool, const char *name, const char *sql, uint64_t id,
+          row_json_fn *row, const char *missing, json_t **r, const char **error_r)
+{
+    kf_stmt *st;
+    int rc;
+    *r = NULL;
+    if ((rc = kf_db_stmt(db, name, sql, &st, error_r)) != KF_OK)
+        return rc;
+    kf_stmt_bind_u64(st, 0, id);
+    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+        return rc;
+    rc = kf_stmt_fetch(st, error_r);
+    if (rc == 1)
+        *r = row(st, pool);
+    kf_stmt_done(st);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        *error_r = missing;
+    return rc == 1 ? KF_OK : KF_ENOTFOUND;
+}
+
 /* Replace an agent's queues (inside the transaction); unknown queue -> KF_EINVAL. */
 static int
 set_agent_queues(kf_db *db, uint64_t agent_id, const uint64_t *ids, size_t n, kf_pool *pool,
@@ -850,25 +877,9 @@ queue_row_json(kf_stmt *st, kf_pool *pool)
 static int
 queue_get(kf_db *db, kf_pool *pool, uint64_t id, json_t **q_r, const char **error_r)
 {
-    kf_stmt *st;
-    int rc;
-    *q_r = NULL;
-    if ((rc = kf_db_stmt(db, "admin.queue_get",
-                         "SELECT " QUEUE_COLUMNS " FROM queue q WHERE q.id = ?", &st, error_r)) !=
-        KF_OK)
-        return rc;
-    kf_stmt_bind_u64(st, 0, id);
-    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
-        return rc;
-    rc = kf_stmt_fetch(st, error_r);
-    if (rc == 1)
-        *q_r = queue_row_json(st, pool);
-    kf_stmt_done(st);
-    if (rc < 0)
-        return rc;
-    if (rc == 0)
-        *error_r = "No queue with this id.";
-    return rc == 1 ? KF_OK : KF_ENOTFOUND;
+    return row_by_id(db, pool, "admin.queue_get",
+                     "SELECT " QUEUE_COLUMNS " FROM queue q WHERE q.id = ?", id, queue_row_json,
+                     "No queue with this id.", q_r, error_r);
 }
 
 /* GET /api/v1/queues?limit=&after= */
@@ -1262,25 +1273,9 @@ token_row_json(kf_stmt *st, kf_pool *pool)
 static int
 token_get(kf_db *db, kf_pool *pool, uint64_t id, json_t **t_r, const char **error_r)
 {
-    kf_stmt *st;
-    int rc;
-    *t_r = NULL;
-    if ((rc = kf_db_stmt(db, "admin.token_get", "SELECT " TOKEN_COLUMNS " FROM api_token t "
-                                                "WHERE t.id = ?",
-                         &st, error_r)) != KF_OK)
-        return rc;
-    kf_stmt_bind_u64(st, 0, id);
-    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
-        return rc;
-    rc = kf_stmt_fetch(st, error_r);
-    if (rc == 1)
-        *t_r = token_row_json(st, pool);
-    kf_stmt_done(st);
-    if (rc < 0)
-        return rc;
-    if (rc == 0)
-        *error_r = "No API token with this id.";
-    return rc == 1 ? KF_OK : KF_ENOTFOUND;
+    return row_by_id(db, pool, "admin.token_get",
+                     "SELECT " TOKEN_COLUMNS " FROM api_token t WHERE t.id = ?", id,
+                     token_row_json, "No API token with this id.", t_r, error_r);
 }
 
 /* GET /api/v1/tokens?limit=&after= - never the token itself, only its prefix. */
