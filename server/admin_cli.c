@@ -164,20 +164,8 @@ get_password(const char *cmd, const char *given, char *buf, size_t bufsz, int *g
 static int
 agent_id_by_login(kf_db *db, const char *login, uint64_t *id_r, const char **error_r)
 {
-    kf_stmt *st;
-    int rc;
-    *id_r = 0;
-    if ((rc = kf_db_stmt(db, "admin.agent_by_login", "SELECT id FROM agent WHERE login = ?", &st,
-                         error_r)) != KF_OK)
-        return rc;
-    kf_stmt_bind_cstr(st, 0, login);
-    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
-        return rc;
-    rc = kf_stmt_fetch(st, error_r);
-    if (rc == 1)
-        *id_r = kf_stmt_col_u64(st, 0);
-    kf_stmt_done(st);
-    return rc < 0 ? rc : KF_OK;
+    return kf_db_id_by(db, "admin.agent_by_login", "SELECT id FROM agent WHERE login = ?", login,
+                       id_r, error_r);
 }
 
 /* ---- create-agent ---- */
@@ -905,20 +893,8 @@ struct import_tx {
 static int
 queue_id_by_slug(kf_db *db, const char *slug, uint64_t *id_r, const char **error_r)
 {
-    kf_stmt *st;
-    int rc;
-    *id_r = 0;
-    if ((rc = kf_db_stmt(db, "admin.queue_by_slug", "SELECT id FROM queue WHERE slug = ?", &st,
-                         error_r)) != KF_OK)
-        return rc;
-    kf_stmt_bind_cstr(st, 0, slug);
-    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
-        return rc;
-    rc = kf_stmt_fetch(st, error_r);
-    if (rc == 1)
-        *id_r = kf_stmt_col_u64(st, 0);
-    kf_stmt_done(st);
-    return rc < 0 ? rc : KF_OK;
+    return kf_db_id_by(db, "admin.queue_by_slug", "SELECT id FROM queue WHERE slug = ?", slug,
+                       id_r, error_r);
 }
 
 static void

@@ -611,6 +611,24 @@ kf_stmt_done(kf_stmt *s)
     stmt_free_result(s);
 }
 
+int
+kf_db_id_by(kf_db *db, const char *name, const char *sql, const char *key, uint64_t *id_r,
+            const char **error_r)
+{
+    kf_stmt *st;
+    int rc;
+    *id_r = 0;
+    if ((rc = kf_db_stmt(db, name, sql, &st, error_r)) != KF_OK)
+        return rc;
+    kf_stmt_bind_cstr(st, 0, key);
+    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+        return rc;
+    if ((rc = kf_stmt_fetch(st, error_r)) == 1)
+        *id_r = kf_stmt_col_u64(st, 0);
+    kf_stmt_done(st);
+    return rc < 0 ? rc : KF_OK;
+}
+
 /* ---- transactions ---- */
 
 static void

@@ -175,20 +175,12 @@ submit_tx(kf_db *db, void *arg, const char **error_r)
 {
     struct submit_tx *t = arg;
     struct sub *s = t->s;
-    kf_stmt *st;
     int rc;
 
     /* 1. The category's queue (none: routing decides). */
-    t->in.queue_id = 0;
-    if ((rc = kf_db_stmt(db, "webform.queue_by_slug", "SELECT id FROM queue WHERE slug = ?", &st,
-                         error_r)) != KF_OK)
+    if ((rc = kf_db_id_by(db, "webform.queue_by_slug", "SELECT id FROM queue WHERE slug = ?",
+                          s->cat->slug, &t->in.queue_id, error_r)) != KF_OK)
         return rc;
-    kf_stmt_bind_cstr(st, 0, s->cat->slug);
-    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK || (rc = kf_stmt_fetch(st, error_r)) < 0)
-        return rc;
-    if (rc == 1)
-        t->in.queue_id = kf_stmt_col_u64(st, 0);
-    kf_stmt_done(st);
 
     /* 2. The ticket, through the one ingest path. */
     if ((rc = kf_ingest_tx(db, &t->in, &s->res, error_r)) != KF_OK)

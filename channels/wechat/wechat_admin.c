@@ -737,20 +737,8 @@ static int
 queue_by_slug(kf_db *db, const char *slug, uint64_t *id_r)
 {
     const char *error = NULL;
-    kf_stmt *st;
-    int rc;
-
-    *id_r = 0;
-    if (kf_db_stmt(db, "wechat.admin_queue_slug", "SELECT id FROM queue WHERE slug = ?", &st,
-                   &error) != KF_OK)
-        return KF_EDB;
-    kf_stmt_bind_cstr(st, 0, slug);
-    if (kf_stmt_exec(st, &error) != KF_OK || (rc = kf_stmt_fetch(st, &error)) < 0)
-        return KF_EDB;
-    if (rc == 1)
-        *id_r = kf_stmt_col_u64(st, 0);
-    kf_stmt_done(st);
-    return KF_OK;
+    return kf_db_id_by(db, "wechat.admin_queue_slug", "SELECT id FROM queue WHERE slug = ?", slug,
+                       id_r, &error) == KF_OK ? KF_OK : KF_EDB;
 }
 
 static void

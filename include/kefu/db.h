@@ -64,6 +64,13 @@ uint64_t kf_stmt_affected(kf_stmt *st);
 uint64_t kf_stmt_insert_id(kf_stmt *st);
 /** Free the result set early (otherwise done by the next kf_db_stmt()). */
 void kf_stmt_done(kf_stmt *st);
+/**
+ * The first column (an id) of the first row that statement name (sql, with
+ * one string parameter, key) finds; *id_r = 0 when none.  KF_OK or the
+ * statement's error.
+ */
+int kf_db_id_by(kf_db *db, const char *name, const char *sql, const char *key, uint64_t *id_r,
+                const char **error_r);
 
 /*
  * Transactions.  kf_tx_run() runs fn between BEGIN and COMMIT, rolling back
