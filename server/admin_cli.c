@@ -111,8 +111,8 @@ parse_opts(const char *cmd, int argc, char **argv, struct opt *opts)
     return 1;
 }
 
-static kf_db *
-open_db(const kf_config *cfg, const char *cmd)
+kf_db *
+kf_admin_db(const kf_config *cfg, const char *cmd)
 {
     const char *error = NULL;
     kf_db *db = kf_db_create(cfg);
@@ -239,7 +239,7 @@ cmd_create_agent(const kf_config *cfg, int argc, char **argv)
         return EXIT_FAILED;
     }
     t.hash = hash;
-    kf_db *db = open_db(cfg, "create-agent");
+    kf_db *db = kf_admin_db(cfg, "create-agent");
     if (db == NULL) {
         sodium_memzero(password, sizeof(password));
         return EXIT_FAILED;
@@ -313,7 +313,7 @@ cmd_set_password(const kf_config *cfg, int argc, char **argv)
         return EXIT_FAILED;
     }
     struct password_tx t = {.login = o[0].value, .hash = hash};
-    kf_db *db = open_db(cfg, "set-password");
+    kf_db *db = kf_admin_db(cfg, "set-password");
     if (db == NULL) {
         sodium_memzero(password, sizeof(password));
         return EXIT_FAILED;
@@ -404,7 +404,7 @@ cmd_create_token(const kf_config *cfg, int argc, char **argv)
     snprintf(prefix, sizeof(prefix), "%.8s", token);
     t.hash = hash;
     t.prefix = prefix;
-    kf_db *db = open_db(cfg, "create-token");
+    kf_db *db = kf_admin_db(cfg, "create-token");
     if (db == NULL)
         return EXIT_FAILED;
     int rc = kf_tx_run(db, create_token_tx, &t, &error);
@@ -434,7 +434,7 @@ cmd_list_tokens(const kf_config *cfg, int argc, char **argv)
 
     if (!parse_opts("list-tokens", argc, argv, o))
         return EXIT_USAGE;
-    kf_db *db = open_db(cfg, "list-tokens");
+    kf_db *db = kf_admin_db(cfg, "list-tokens");
     if (db == NULL)
         return EXIT_FAILED;
     kf_pool *pool = kf_pool_create(8192);
@@ -550,7 +550,7 @@ cmd_revoke_token(const kf_config *cfg, int argc, char **argv)
         fprintf(stderr, "kefud admin revoke-token: need --id N (a token id from list-tokens)\n");
         return EXIT_USAGE;
     }
-    kf_db *db = open_db(cfg, "revoke-token");
+    kf_db *db = kf_admin_db(cfg, "revoke-token");
     if (db == NULL)
         return EXIT_FAILED;
     int rc = kf_tx_run(db, revoke_token_tx, &t, &error);
@@ -669,7 +669,7 @@ cmd_export_config(const kf_config *cfg, int argc, char **argv)
 
     if (!parse_opts("export-config", argc, argv, o))
         return EXIT_USAGE;
-    kf_db *db = open_db(cfg, "export-config");
+    kf_db *db = kf_admin_db(cfg, "export-config");
     if (db == NULL)
         return EXIT_FAILED;
     struct export_tx t = {.pool = kf_pool_create(16384)};
@@ -1112,7 +1112,7 @@ cmd_import_config(const kf_config *cfg, int argc, char **argv)
         fprintf(stderr, "kefud admin import-config: nothing imported\n");
         return EXIT_USAGE;
     }
-    kf_db *db = open_db(cfg, "import-config");
+    kf_db *db = kf_admin_db(cfg, "import-config");
     if (db == NULL) {
         json_decref(root);
         return EXIT_FAILED;

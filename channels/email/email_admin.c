@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "kefu/admin.h"
 #include "kefu/db.h"
 #include "kefu/email.h"
 #include "kefu/event.h"
@@ -379,7 +380,9 @@ cli_put(const kf_config *cfg, int argc, char **argv)
         fprintf(stderr, "kefud admin mailbox put: --poll-interval is 5..86400 seconds\n");
         return 2;
     }
-    kf_db *db = kf_db_create(cfg);
+    kf_db *db = kf_admin_db(cfg, "mailbox put");
+    if (db == NULL)
+        return 1;
     if (queue != NULL) {
         if ((rc = queue_by_slug(db, queue, &t.queue_id, &error)) != KF_OK || t.queue_id == 0) {
             fprintf(stderr, "kefud admin mailbox put: %s\n",
@@ -402,7 +405,9 @@ cli_put(const kf_config *cfg, int argc, char **argv)
 static int
 cli_list(const kf_config *cfg)
 {
-    kf_db *db = kf_db_create(cfg);
+    kf_db *db = kf_admin_db(cfg, "mailbox list");
+    if (db == NULL)
+        return 1;
     kf_pool *pool = kf_pool_create(4096);
     kf_stmt *st;
     const char *error = NULL;
@@ -438,7 +443,9 @@ cli_delete(const kf_config *cfg, int argc, char **argv)
     const char *error = NULL;
     if (!name_ok(t.name))
         return cli_usage();
-    kf_db *db = kf_db_create(cfg);
+    kf_db *db = kf_admin_db(cfg, "mailbox delete");
+    if (db == NULL)
+        return 1;
     int rc = kf_tx_run(db, del_tx, &t, &error);
     kf_db_destroy(&db);
     if (rc == KF_ENOTFOUND) {

@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "kefu/admin.h"
 #include "kefu/config.h"
 #include "kefu/db.h"
 #include "kefu/event.h"
@@ -719,19 +720,6 @@ static const struct {
     {"--enabled", "enabled", 'b'},
 };
 
-static kf_db *
-cli_db(const kf_config *cfg)
-{
-    const char *error = NULL;
-    kf_db *db = kf_db_create(cfg);
-    if (kf_db_connect(db, &error) != KF_OK) {
-        fprintf(stderr, "kefud admin wechat-account: cannot connect to the database: %s\n",
-                error ? error : "unknown error");
-        kf_db_destroy(&db);
-    }
-    return db;
-}
-
 /* Queue slug -> id (0 when there is none). */
 static int
 queue_by_slug(kf_db *db, const char *slug, uint64_t *id_r)
@@ -828,7 +816,7 @@ kf_wechat_admin_cli(const kf_config *cfg, int argc, char **argv)
     }
 
     /* 2. The database. */
-    if ((db = cli_db(cfg)) == NULL) {
+    if ((db = kf_admin_db(cfg, "wechat-account")) == NULL) {
         json_decref(in);
         return EXIT_FAILED;
     }
