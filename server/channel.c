@@ -34,6 +34,15 @@ kf_channel_find(const char *name)
     return NULL;
 }
 
+unsigned
+kf_channel_names(const char **names, unsigned max)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < n_channels && n < max; i++)
+        names[n++] = channels[i]->ops->name;
+    return n;
+}
+
 void
 kf_channel_reset(void)
 {

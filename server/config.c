@@ -162,8 +162,9 @@ static const cfg_def defs[] = {
      "I/O threads, each with its own event loop on the shared listening socket"},
     {"db_workers", T_UINT, OFF(db_workers), "8", 1, 256, NULL, 0, NULL,
      "worker threads; each owns one MariaDB connection"},
-    {"job_threads", T_UINT, OFF(job_threads), "1", 1, 16, NULL, 0, NULL,
-     "background job threads; each owns one MariaDB connection"},
+    {"job_threads", T_UINT, OFF(job_threads), "3", 1, 16, NULL, 0, NULL,
+     "background job threads; each owns one MariaDB connection and runs whichever job is due "
+     "(outbox lanes per channel, IMAP polls, WeChat tokens and media ...)"},
     {"work_queue_max", T_UINT, OFF(work_queue_max), "1024", 1, 1000000, NULL, 0, NULL,
      "requests waiting for a worker before new ones get 503 + Retry-After"},
     {"http_max_headers", T_UINT, OFF(http_max_headers), "16384", 1024, 1048576, NULL, 0, NULL,

@@ -1,7 +1,12 @@
 /*
  * jobs.c - the scheduler: job threads, each with its own MariaDB
- * connection, run the jobs assigned to them on their periods (Redis
- * serverCron), and lease rows let only one instance run a singleton job.
+ * connection, run the jobs on their periods (Redis serverCron), and lease
+ * rows let only one instance run a singleton job.
+ *
+ * Any free thread runs any job that is due and not running (the most
+ * overdue first), so a tick that blocks on a slow peer holds one thread,
+ * never the jobs behind it; a job never runs twice at once.  next[] and
+ * running[] are under s->mtx.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -34,6 +39,8 @@ struct jthread {
 struct kf_scheduler {
     const kf_config *cfg;
     kf_job *jobs[MAX_SCHED_JOBS];
+    double next[MAX_SCHED_JOBS]; /* monotonic time each job is due */
+    int running[MAX_SCHED_JOBS];
     unsigned n_jobs;
     struct jthread *threads;
     unsigned n_threads, started;
@@ -112,48 +119,53 @@ job_thread_main(void *arg)
 {
     struct jthread *t = arg;
     kf_scheduler *s = t->s;
-    double next[MAX_SCHED_JOBS];
 
     current_sched = s;
-    /* Spread first runs a little so instances started together don't align. */
-    for (unsigned j = 0; j < s->n_jobs; j++)
-        next[j] = mono() + (double) randombytes_uniform(250) / 1000.0;
-
+    pthread_mutex_lock(&s->mtx);
     while (!atomic_load(&s->stopping)) {
+        /* The most overdue job nobody runs, or how long until one is due. */
         double now = mono(), wake = now + 1.0;
-        for (unsigned j = t->index; j < s->n_jobs; j += s->n_threads) {
-            kf_job *job = s->jobs[j];
-            if (now >= next[j]) {
-                const char *error = NULL;
-                int rc = job->tick(job, t->db, &error);
-                kf_metrics_job(job->_metrics_slot, rc != KF_OK);
-                if (rc != KF_OK)
-                    kf_log(KF_LOG_WARN, "jobs", "job=%s event=tick-failed rc=%d reason=\"%s\"",
-                           job->name, rc, error ? error : "-");
-                now = mono();
-                next[j] = now + job->period_ms / 1000.0;
-                if (atomic_load(&s->stopping))
-                    break;
-            }
-            if (next[j] < wake)
-                wake = next[j];
+        int pick = -1;
+        for (unsigned j = 0; j < s->n_jobs; j++) {
+            if (s->running[j])
+                continue;
+            if (s->next[j] <= now && (pick < 0 || s->next[j] < s->next[pick]))
+                pick = (int) j;
+            if (s->next[j] < wake)
+                wake = s->next[j];
         }
-        pthread_mutex_lock(&s->mtx);
-        if (!atomic_load(&s->stopping)) {
+        if (pick < 0) {
             struct timespec ts;
-            double w = wake > now ? wake : now;
-            ts.tv_sec = (time_t) w;
-            ts.tv_nsec = (long) ((w - (double) ts.tv_sec) * 1e9);
+            ts.tv_sec = (time_t) wake;
+            ts.tv_nsec = (long) ((wake - (double) ts.tv_sec) * 1e9);
             pthread_cond_timedwait(&s->cond, &s->mtx, &ts);
+            continue;
         }
+        kf_job *job = s->jobs[pick];
+        s->running[pick] = 1;
         pthread_mutex_unlock(&s->mtx);
+
+        const char *error = NULL;
+        int rc = job->tick(job, t->db, &error);
+        kf_metrics_job(job->_metrics_slot, rc != KF_OK);
+        if (rc != KF_OK)
+            kf_log(KF_LOG_WARN, "jobs", "job=%s event=tick-failed rc=%d reason=\"%s\"",
+                   job->name, rc, error ? error : "-");
+
+        pthread_mutex_lock(&s->mtx);
+        s->running[pick] = 0;
+        s->next[pick] = mono() + job->period_ms / 1000.0;
     }
+    pthread_mutex_unlock(&s->mtx);
     return NULL;
 }
 
 int
 kf_scheduler_start(kf_scheduler *s)
 {
+    /* Spread first runs a little so instances started together don't align. */
+    for (unsigned j = 0; j < s->n_jobs; j++)
+        s->next[j] = mono() + (double) randombytes_uniform(250) / 1000.0;
     s->threads = kf_xcalloc(s->n_threads, sizeof(*s->threads));
     for (unsigned i = 0; i < s->n_threads; i++) {
         struct jthread *t = &s->threads[i];

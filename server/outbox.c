@@ -148,6 +148,8 @@ struct claim_tx {
     const kf_config *cfg;
     kf_pool *pool;
     unsigned batch;
+    const char *channel; /* this lane's channel, or NULL: every channel not in `others` */
+    const char *others;  /* comma-separated channels that have lanes of their own */
     claimed *rows; /* out: rows now leased to us */
     size_t n;
     unsigned reclaimed, parked;
@@ -195,16 +197,26 @@ claim_tx(kf_db *db, void *arg, const char **error_r)
         t->reclaimed += (unsigned) kf_stmt_affected(up);
     }
 
-    /* 2. Due rows, oldest due first; rows other instances hold are skipped. */
-    if ((rc = kf_db_stmt(db, "outbox.claim",
-                         "SELECT id, kind, channel, channel_account, target, payload, "
-                         " COALESCE(ticket_id, 0), COALESCE(message_id, 0), attempts, "
-                         " max_attempts, TIMESTAMPDIFF(SECOND, created_at, NOW(6)) "
-                         "FROM outbox WHERE status = 'queued' AND next_attempt_at <= NOW(6) "
-                         "ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
-                         &st, error_r)) != KF_OK)
+    /* 2. This lane's due rows, oldest due first; rows other instances hold are skipped. */
+#define CLAIM_COLS                                                                                 \
+    "SELECT id, kind, channel, channel_account, target, payload, COALESCE(ticket_id, 0), "      \
+    "COALESCE(message_id, 0), attempts, max_attempts, "                                         \
+    "TIMESTAMPDIFF(SECOND, created_at, NOW(6)) FROM outbox WHERE status = 'queued' "
+    if (t->channel != NULL)
+        rc = kf_db_stmt(db, "outbox.claim_lane",
+                        CLAIM_COLS "AND channel = ? AND next_attempt_at <= NOW(6) "
+                                   "ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
+                        &st, error_r);
+    else
+        rc = kf_db_stmt(db, "outbox.claim_rest",
+                        CLAIM_COLS "AND FIND_IN_SET(channel, ?) = 0 AND next_attempt_at <= NOW(6) "
+                                   "ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
+                        &st, error_r);
+#undef CLAIM_COLS
+    if (rc != KF_OK)
         return rc;
-    kf_stmt_bind_u64(st, 0, t->batch);
+    kf_stmt_bind_cstr(st, 0, t->channel != NULL ? t->channel : t->others);
+    kf_stmt_bind_u64(st, 1, t->batch);
     if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
         return rc;
     due = kf_pool_alloc(t->pool, t->batch * sizeof(*due));
@@ -394,12 +406,29 @@ settle(kf_db *db, const claimed *r, struct settle_tx *t, double dur)
     }
 }
 
+/*
+ * Lanes: one outbox job per channel adapter, and one for rows of channels
+ * without an adapter (parked with the reason), so a slow peer (a hung SMTP
+ * relay) holds up its own channel only; with job_threads > 1 the other
+ * lanes run meanwhile.
+ */
+#define MAX_LANES 9
+struct lane {
+    kf_job job;
+    const kf_config *cfg;
+    char name[48];    /* job name: "outbox:email"; "outbox" for the rest */
+    char channel[32]; /* "" for the rest */
+    const char *others;
+};
+
 static int
 outbox_tick(kf_job *job, kf_db *db, const char **error_r)
 {
-    const kf_config *cfg = job->arg;
+    const struct lane *ln = job->arg;
+    const kf_config *cfg = ln->cfg;
     kf_pool *pool = kf_pool_create(16 * 1024);
-    struct claim_tx ct = {.cfg = cfg, .pool = pool, .batch = job->batch};
+    struct claim_tx ct = {.cfg = cfg, .pool = pool, .batch = job->batch,
+                          .channel = ln->channel[0] ? ln->channel : NULL, .others = ln->others};
     double t0 = mono();
     double lease_end = t0 + (double) cfg->outbox_lease - LEASE_MARGIN_S;
     int rc;
@@ -524,20 +553,40 @@ debug_deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer_reply_r)
 static const kf_channel_ops debug_ops = {.name = "debug", .deliver = debug_deliver};
 static kf_channel debug_channel = {.ops = &debug_ops, .arg = NULL};
 
-/* One sender per process; several processes share the work through SKIP LOCKED. */
-static kf_job outbox_job;
+/* One sender per lane per process; several processes share the work through SKIP LOCKED. */
+static struct lane lanes[MAX_LANES];
+static char lane_list[MAX_LANES * 33];
 
 void
 kf_outbox_jobs_add(kf_scheduler *s, const kf_config *cfg)
 {
-    outbox_job = (kf_job){
-        .name = "outbox",
-        .period_ms = cfg->outbox_period_ms,
-        .batch = cfg->outbox_batch,
-        .tick = outbox_tick,
-        .arg = (void *) cfg,
-    };
-    kf_scheduler_add(s, &outbox_job);
+    const char *names[MAX_LANES - 1];
+    unsigned n;
+
     if (cfg->debug_routes)
         kf_channel_register(&debug_channel);
+    n = kf_channel_names(names, MAX_LANES - 1);
+    lane_list[0] = '\0';
+    for (unsigned i = 0; i < n; i++) {
+        struct lane *l = &lanes[i];
+        snprintf(l->channel, sizeof(l->channel), "%s", names[i]);
+        snprintf(l->name, sizeof(l->name), "outbox:%s", names[i]);
+        size_t used = strlen(lane_list);
+        snprintf(lane_list + used, sizeof(lane_list) - used, "%s%s", used ? "," : "", names[i]);
+    }
+    snprintf(lanes[n].name, sizeof(lanes[n].name), "outbox");
+    lanes[n].channel[0] = '\0';
+    for (unsigned i = 0; i <= n; i++) {
+        struct lane *l = &lanes[i];
+        l->cfg = cfg;
+        l->others = lane_list;
+        l->job = (kf_job){
+            .name = l->name,
+            .period_ms = cfg->outbox_period_ms,
+            .batch = cfg->outbox_batch,
+            .tick = outbox_tick,
+            .arg = l,
+        };
+        kf_scheduler_add(s, &l->job);
+    }
 }

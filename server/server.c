@@ -250,12 +250,12 @@ kf_server_create(const kf_config *cfg, const void *migrations, char *err, size_t
                             .arg = (void *) cfg};
     kf_scheduler_add(srv->sched, &srv->jobs[0]);
     kf_scheduler_add(srv->sched, &srv->jobs[1]);
-    kf_outbox_jobs_add(srv->sched, cfg);
     kf_wechat_init(srv->sched, cfg); /* the "wechat" adapter, token and media jobs */
     if (kf_email_init(srv->sched, cfg, err, errsz) != KF_OK) { /* "email" adapter, LMTP */
         kf_server_destroy(&srv);
         return NULL;
     }
+    kf_outbox_jobs_add(srv->sched, cfg); /* a lane per adapter registered above */
 
     srv->n_loops = cfg->io_threads;
     srv->loops = kf_xcalloc(srv->n_loops, sizeof(*srv->loops));

@@ -64,6 +64,8 @@ struct kf_channel {
 void kf_channel_register(kf_channel *ch);
 /** The adapter for a channel name, or NULL. */
 kf_channel *kf_channel_find(const char *name);
+/** The registered adapters' names (at most max, in registration order); how many. */
+unsigned kf_channel_names(const char **names, unsigned max);
 /** Forget every registration (tests, shutdown). */
 void kf_channel_reset(void);
 
