@@ -5,8 +5,10 @@
  * The Message-ID is derived from the outbox row id (so a retry resends the
  * same message) and recorded in email_message_id before the first attempt,
  * so replies and bounces find their ticket.  The text itself is written by
- * compose.c.  Connection failures and 4xx replies are KF_DELIVER_RETRY, 5xx replies
- * KF_DELIVER_REJECTED with the server's words as the peer reply.
+ * compose.c.  Connection failures, 4xx replies and a MAIL refused for
+ * authentication (530/534/535/538: our configuration, not the message) are
+ * KF_DELIVER_RETRY; other 5xx replies KF_DELIVER_REJECTED, with the server's
+ * words as the peer reply.
  *
  * STARTTLS (smtp_starttls = no|try|require) uses one OpenSSL SSL_CTX built at
  * registration, never libESMTP's own (which reads CAs from ~/.authenticate):
