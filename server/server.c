@@ -4,6 +4,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -189,21 +190,54 @@ heartbeat_tick(kf_job *job, kf_db *db, const char **error_r)
 }
 
 /* One instance at a time (lease) forgets instances not seen for a day. */
+/*
+ * Rows nobody needs any more, at most 1000 per table per run (short
+ * statements, short locks); the parameter is a number of seconds.
+ */
+static const struct purge {
+    const char *name, *sql;
+} purges[] = {
+    {"purge.instances", "DELETE FROM kefu_instance WHERE last_seen_at < NOW(6) - INTERVAL ? "
+                        "SECOND LIMIT 1000"},
+    /* portal links idle past portal_token_idle (or revoked a day ago): they no longer open */
+    {"purge.portal_tokens", "DELETE FROM portal_token WHERE last_used_at < NOW(6) - INTERVAL ? "
+                            "SECOND OR revoked_at < NOW(6) - INTERVAL 1 DAY LIMIT 1000"},
+    /* one-time sign-in links a day past their expiry */
+    {"purge.portal_magic", "DELETE FROM portal_magic WHERE expires_at < NOW(6) - INTERVAL ? "
+                           "SECOND LIMIT 1000"},
+    /* rate-limit windows long over */
+    {"purge.webform_rate", "DELETE FROM webform_rate WHERE window_start < NOW(6) - INTERVAL ? "
+                           "SECOND LIMIT 1000"},
+    /* the e-mail loop brake counts per day: yesterday's is the last one read */
+    {"purge.auto_reply", "DELETE FROM email_auto_reply WHERE day < CURRENT_DATE - INTERVAL ? "
+                         "SECOND LIMIT 1000"},
+};
+
 static int
 maintenance_tick(kf_job *job, kf_db *db, const char **error_r)
 {
+    const kf_config *cfg = job->arg;
     int held = 0, rc;
     kf_stmt *st;
     if ((rc = kf_job_lease(db, "maintenance", 120, &held, error_r)) != KF_OK || !held)
         return rc;
     /* Ended sessions and stale login-throttle rows. */
-    if ((rc = kf_auth_purge(db, job->arg, error_r)) != KF_OK)
+    if ((rc = kf_auth_purge(db, cfg, error_r)) != KF_OK)
         return rc;
-    if ((rc = kf_db_stmt(db, "instance.forget",
-                         "DELETE FROM kefu_instance WHERE last_seen_at < NOW(6) - INTERVAL 1 DAY",
-                         &st, error_r)) != KF_OK)
-        return rc;
-    return kf_stmt_exec(st, error_r);
+    const uint64_t after_s[KF_ARRAY_LEN(purges)] = {
+        86400, cfg->portal_token_idle, 86400, 2 * (uint64_t) cfg->webform_rate_window, 2 * 86400,
+    };
+    for (size_t i = 0; i < KF_ARRAY_LEN(purges); i++) {
+        if ((rc = kf_db_stmt(db, purges[i].name, purges[i].sql, &st, error_r)) != KF_OK)
+            return rc;
+        kf_stmt_bind_u64(st, 0, after_s[i]);
+        if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+            return rc;
+        if (kf_stmt_affected(st) > 0)
+            kf_log(KF_LOG_INFO, "maintenance", "event=purged what=%s rows=%" PRIu64,
+                   purges[i].name + 6, kf_stmt_affected(st));
+    }
+    return KF_OK;
 }
 
 static pthread_once_t evthread_once = PTHREAD_ONCE_INIT;
