@@ -17,6 +17,15 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The parsers read limits from the configuration (attachment_max_count ...). */
+static kf_config fuzz_cfg;
+
+static void
+fuzz_cfg_free(void)
+{
+    kf_config_deinit(&fuzz_cfg);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -27,6 +36,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned sel = data[0];
     int ok = 0;
 
+    static int cfg_ready;
+    if (!cfg_ready) {
+        kf_config_defaults(&fuzz_cfg);
+        atexit(fuzz_cfg_free);
+        cfg_ready = 1;
+    }
+    c->cfg = &fuzz_cfg;
     c->pool = pool;
     c->path = "/fuzz";
     c->request_id = "fuzz";
