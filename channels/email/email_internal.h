@@ -38,6 +38,18 @@ int kf_email_files_ok(kf_channel *ch, kf_db *db, kf_pool *pool, const char *acco
 /* smtp_send.c */
 void kf_email_smtp_register(const kf_config *cfg);
 
+/*
+ * imap_parse.c: message literals in a server's answer to UID FETCH ...
+ * BODY.PEEK[] (t need not be NUL-terminated).  kf_imap_literal: the first
+ * "BODY[] {n}\r\n<n bytes>)"; NULL when there is none whole.
+ * kf_imap_literals: every "* s FETCH (... UID u ... BODY[] {n}" literal
+ * matched to uids[0..k) into raws[]/lens[] (unmatched entries untouched);
+ * a literal is skipped whole, so text inside a message is never protocol.
+ */
+const char *kf_imap_literal(const char *t, size_t tlen, size_t *len_r);
+void kf_imap_literals(const char *t, size_t tlen, const uint64_t *uids, unsigned k,
+                      const char **raws, size_t *lens);
+
 /* imap_poll.c: the "email-imap" job */
 void kf_email_imap_add(kf_scheduler *s, const kf_config *cfg);
 

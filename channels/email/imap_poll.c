@@ -137,69 +137,6 @@ secret(kf_pool *pool, const kf_config *cfg, const char *name, const char **why)
     return NULL;
 }
 
-/* The literal of "* n FETCH (... BODY[] {len}\r\n<len bytes>)" in the trace. */
-static const char *
-literal(const kf_str *t, size_t *len_r)
-{
-    if (t->ptr == NULL)
-        return NULL;
-    const char *p = strstr(t->ptr, "BODY[] {");
-    if (p == NULL)
-        return NULL;
-    char *end;
-    unsigned long long n = strtoull(p + 8, &end, 10);
-    if (end[0] != '}' || end[1] != '\r' || end[2] != '\n')
-        return NULL;
-    const char *data = end + 3;
-    if ((size_t) (t->ptr + t->len - data) < n + 1 || data[n] != ')')
-        return NULL;
-    *len_r = (size_t) n;
-    return data;
-}
-
-/*
- * Every "* n FETCH (... UID u ... BODY[] {len}\r\n<len bytes> ...)" of a
- * chunk, matched to uids[]; a literal is skipped whole, so text inside a
- * message is never read as protocol.  Unmatched entries stay NULL.
- */
-static void
-literals(const char *t, size_t tlen, const uint64_t *uids, unsigned k, const char **raws,
-         size_t *lens)
-{
-    const char *p = t, *end = t + tlen;
-    while (p < end) {
-        const char *f = strstr(p, " FETCH (");
-        if (f == NULL)
-            return;
-        const char *nl = strstr(f, "\r\n");
-        const char *b = strstr(f, "BODY[] {");
-        if (b == NULL || nl == NULL || b > nl)
-            return;
-        char *e;
-        unsigned long long n = strtoull(b + 8, &e, 10);
-        if (e != nl - 1 || *e != '}')
-            return;
-        const char *data = nl + 2;
-        if ((size_t) (end - data) < n + 1)
-            return;
-        /* UID before BODY[] on the line, or right after the literal */
-        uint64_t uid = 0;
-        const char *u = strstr(f, "UID ");
-        if (u != NULL && u < b)
-            uid = strtoull(u + 4, NULL, 10);
-        else if ((size_t) (end - (data + n)) > 5 && strncmp(data + n, " UID ", 5) == 0)
-            uid = strtoull(data + n + 5, NULL, 10);
-        if (data[n] != ')' && data[n] != ' ')
-            return;
-        for (unsigned j = 0; j < k; j++)
-            if (uids[j] == uid && raws[j] == NULL) {
-                raws[j] = data;
-                lens[j] = (size_t) n;
-            }
-        p = data + n;
-    }
-}
-
 struct mbox {
     char *name, *url, *user, *secret_ref, *done, *base, *folder;
     uint64_t uidvalidity, last_uid;
@@ -350,7 +287,7 @@ more:
             goto out;
         if (!im.over && im.trace.ptr) {
             char *copy = kf_pool_strndup(pool, im.trace.ptr, im.trace.len);
-            literals(copy, im.trace.len, uids + i, k, raws, lens);
+            kf_imap_literals(copy, im.trace.len, uids + i, k, raws, lens);
         }
         unsigned done = 0;
         int failed = 0;
@@ -364,7 +301,8 @@ more:
                     failed = 1;
                     break;
                 }
-                raw = im.over ? NULL : literal(&im.trace, &len);
+                raw = im.over || im.trace.ptr == NULL ? NULL
+                                                   : kf_imap_literal(im.trace.ptr, im.trace.len, &len);
                 if (raw == NULL && !im.over) {
                     /* libcurl's own FETCH reads a literal by its length (it marks \Seen early) */
                     char *u = kf_pool_printf(pool, "%s;UID=%" PRIu64, furl, uids[i + j]);
