@@ -315,12 +315,24 @@ h_ticket_create(kf_call *c, kf_reply *out)
     const char *error = NULL;
     int rc;
 
-    /* 1. Parse and validate. */
-    if (!parse_create(c, out, &t))
+    /* 1. Parse and validate.  A Bearer token from the worker's cache is
+     * confirmed before any reply (kefu/auth.h), so a revoked one still gets
+     * its 401 first. */
+    if (!parse_create(c, out, &t)) {
+        kf_auth_confirm(c, out);
         return 0;
+    }
 
-    /* 2. An agent files tickets into their own queues only. */
-    if (t.in.queue_id != 0 && !kf_auth_queue_allowed(c, t.in.queue_id, 1)) {
+    /* 2. An agent files tickets into their own queues only (the token is
+     * confirmed here, in the membership statement when there is one). */
+    int allowed = 1;
+    if (t.in.queue_id != 0) {
+        if (kf_auth_queue_check(c, out, t.in.queue_id, 1, &allowed) != KF_OK)
+            return 0;
+    } else if (kf_auth_confirm(c, out) != KF_OK) {
+        return 0;
+    }
+    if (!allowed) {
         kf_problem_add_error(&errors, "queue_id", "not one of your queues (or no such queue)");
         return kf_reply_invalid(out, c, errors);
     }
@@ -360,28 +372,49 @@ h_ticket_create(kf_call *c, kf_reply *out)
 
 /* ---- GET /api/v1/tickets/{id} ---- */
 
+/*
+ * One statement: the ticket, the caller's membership of its queue, the
+ * messages with their attachments, and - for a Bearer token from the
+ * worker's cache - whether the token is still valid (kefu/auth.h); the
+ * checks then run in the order they always did: token (401), then
+ * visibility (404).
+ */
 static int
 h_ticket_get(kf_call *c, kf_reply *out)
 {
-    kf_ticket tk;
+    kf_ticket_view v;
     uint64_t id;
     const char *error = NULL;
-    json_t *messages;
     int rc;
 
-    if (!path_id(c, out, &id))
+    if (!path_id(c, out, &id)) {
+        kf_auth_confirm(c, out);
         return 0;
-    if ((rc = kf_ticket_get(c->db, c->pool, id, &tk, &error)) != KF_OK)
+    }
+    kf_ticket_read_opts o = {
+        .id = id,
+        .include_internal = 1, /* every caller of this route is staff: notes included */
+        .member_agent_id = c->principal.role == KF_ROLE_AGENT ? c->principal.agent_id : 0,
+        .token_id = kf_auth_unconfirmed_token(c),
+    };
+    if ((rc = kf_ticket_read(c->db, c->pool, &o, &v, &error)) != KF_OK) {
+        /* Nothing was learnt about the token: check it on its own first. */
+        if (kf_auth_confirm(c, out) != KF_OK)
+            return 0;
         return reply_status(c, out, rc, error);
-    if (!visible(c, &tk))
+    }
+    if (kf_auth_confirmed(c, out, v.token_valid) != KF_OK) {
+        json_decref(v.messages);
+        return 0;
+    }
+    if (!kf_auth_queue_allowed_known(c, v.ticket.queue_id != 0, v.member)) {
+        json_decref(v.messages);
         return reply_status(c, out, KF_ENOTFOUND, NULL);
-    /* Every caller of this route is staff: internal notes are included. */
-    if ((rc = kf_ticket_messages_json(c->db, c->pool, id, 1, &messages, &error)) != KF_OK)
-        return reply_status(c, out, rc, error);
-    json_t *o = kf_ticket_json(&tk);
-    json_object_set_new(o, "messages", messages);
-    kf_reply_header(out, c, "ETag", kf_pool_printf(c->pool, "\"%u\"", tk.version));
-    return kf_reply_json(out, c, 200, o);
+    }
+    json_t *t = kf_ticket_json(&v.ticket);
+    json_object_set_new(t, "messages", v.messages);
+    kf_reply_header(out, c, "ETag", kf_pool_printf(c->pool, "\"%u\"", v.ticket.version));
+    return kf_reply_json(out, c, 200, t);
 }
 
 /* ---- GET /api/v1/tickets ---- */
@@ -711,6 +744,7 @@ struct answer_tx {
     const char *text, *status;
     uint64_t *att_ids; /* attachment_ids: files uploaded to the ticket, sent with the answer */
     size_t n_att;
+    json_t *cc;        /* "cc" as given (borrowed from the body), or NULL: the ticket's known CCs */
     uint64_t message_id, outbox_id;
     struct refusal f;
 };
@@ -862,6 +896,82 @@ answer_channel(kf_db *db, kf_call *c, const kf_ticket *tk, const char **channel_
     return KF_OK;
 }
 
+#define ANSWER_CC_MAX 16
+
+/*
+ * The Cc of a reply by mail: the addresses the agent gave (they become
+ * known CCs of the ticket), else the ticket's known CCs; never the customer
+ * (who is To) nor one of our own mailboxes (that would mail ourselves).
+ * *cc_r: a JSON array, or NULL when there is nobody.
+ */
+static int
+answer_cc(kf_db *db, struct answer_tx *t, uint64_t ticket_id, const char *to, json_t **cc_r,
+          const char **error_r)
+{
+    kf_stmt *st, *own;
+    json_t *cc = json_array(), *v;
+    size_t i;
+    int rc;
+
+    *cc_r = NULL;
+    if ((rc = kf_db_stmt(db, "ticket.cc_own",
+                         "SELECT COUNT(*) FROM email_mailbox WHERE address = ?", &own,
+                         error_r)) != KF_OK)
+        goto fail;
+    if (t->cc != NULL) {
+        kf_stmt *add;
+        if ((rc = kf_db_stmt(db, "ticket.cc_add",
+                             "INSERT IGNORE INTO ticket_cc (ticket_id, address) VALUES (?, ?)",
+                             &add, error_r)) != KF_OK)
+            goto fail;
+        json_array_foreach(t->cc, i, v) {
+            kf_stmt_bind_u64(add, 0, ticket_id);
+            kf_stmt_bind_cstr(add, 1, json_string_value(v));
+            if ((rc = kf_stmt_exec(add, error_r)) != KF_OK)
+                goto fail;
+            json_array_append(cc, v);
+        }
+    } else {
+        if ((rc = kf_db_stmt(db, "ticket.cc_known",
+                             "SELECT address FROM ticket_cc WHERE ticket_id = ? "
+                             "ORDER BY created_at, address LIMIT 16",
+                             &st, error_r)) != KF_OK)
+            goto fail;
+        kf_stmt_bind_u64(st, 0, ticket_id);
+        if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+            goto fail;
+        while ((rc = kf_stmt_fetch(st, error_r)) == 1)
+            json_array_append_new(cc, json_string(kf_stmt_col_str(st, 0, t->c->pool, NULL)));
+        kf_stmt_done(st);
+        if (rc < 0)
+            goto fail;
+    }
+    json_t *out = json_array();
+    json_array_foreach(cc, i, v) {
+        const char *a = json_string_value(v);
+        if (to != NULL && strcasecmp(a, to) == 0)
+            continue;
+        kf_stmt_bind_cstr(own, 0, a);
+        if ((rc = kf_stmt_exec(own, error_r)) != KF_OK || (rc = kf_stmt_fetch(own, error_r)) < 0) {
+            json_decref(out);
+            goto fail;
+        }
+        int ours = kf_stmt_col_u64(own, 0) > 0;
+        kf_stmt_done(own);
+        if (!ours)
+            json_array_append(out, v);
+    }
+    json_decref(cc);
+    if (json_array_size(out) == 0)
+        json_decref(out);
+    else
+        *cc_r = out;
+    return KF_OK;
+fail:
+    json_decref(cc);
+    return rc;
+}
+
 static int
 answer_tx(kf_db *db, void *arg, const char **error_r)
 {
@@ -929,6 +1039,18 @@ answer_tx(kf_db *db, void *arg, const char **error_r)
                 return refuse(&t->f, 422, "validation", "attachment_ids", why);
             }
         }
+        json_t *cc = NULL;
+        if (strcmp(channel, "email") == 0) {
+            if ((rc = answer_cc(db, t, tk.id, target, &cc, error_r)) != KF_OK) {
+                json_decref(files);
+                return rc;
+            }
+        } else if (t->cc != NULL) {
+            json_decref(files);
+            return refuse(&t->f, 422, "validation", "cc",
+                          kf_pool_printf(c->pool, "Answers on the %s channel have no Cc.",
+                                         channel));
+        }
         snprintf(key, sizeof(key), "reply:%llu", (unsigned long long) t->message_id);
         kf_ticket_number(tk.id, number, sizeof(number));
         json_t *payload = json_pack("{s:s, s:I, s:s, s:s, s:I, s:s}", "template", "reply",
@@ -937,6 +1059,8 @@ answer_tx(kf_db *db, void *arg, const char **error_r)
                                     t->text);
         if (files != NULL)
             json_object_set_new(payload, "attachments", files);
+        if (cc != NULL)
+            json_object_set_new(payload, "cc", cc);
         kf_outbox_new row = {
             .kind = "reply",
             .channel = channel,
@@ -992,7 +1116,7 @@ answer_tx(kf_db *db, void *arg, const char **error_r)
 static int
 parse_answer(kf_call *c, kf_reply *out, int internal, struct answer_tx *t)
 {
-    static const char *const reply_allowed[] = {"text", "status", "attachment_ids", NULL};
+    static const char *const reply_allowed[] = {"text", "status", "attachment_ids", "cc", NULL};
     static const char *const note_allowed[] = {"text", "attachment_ids", NULL};
     json_t *errors = NULL, *root;
 
@@ -1008,6 +1132,18 @@ parse_answer(kf_call *c, kf_reply *out, int internal, struct answer_tx *t)
         kf_json_get_enum(root, "status", 0, kf_ticket_statuses, &t->status, &errors);
     kf_json_get_ids(root, "attachment_ids", c->cfg->attachment_max_count, c->pool, &t->att_ids,
                     &t->n_att, &errors);
+    if (!internal && (t->cc = json_object_get(root, "cc")) != NULL) {
+        size_t i;
+        json_t *v;
+        if (!json_is_array(t->cc) || json_array_size(t->cc) > ANSWER_CC_MAX)
+            kf_problem_add_error(&errors, "cc", "an array of at most 16 e-mail addresses");
+        else
+            json_array_foreach(t->cc, i, v) {
+                if (!json_is_string(v) || !kf_email_ok(json_string_value(v)))
+                    kf_problem_add_error(&errors, kf_pool_printf(c->pool, "cc[%zu]", i),
+                                         "an e-mail address");
+            }
+    }
     if (errors != NULL) {
         kf_reply_invalid(out, c, errors);
         return 0;

@@ -338,7 +338,18 @@ kf_email_compose(kf_pool *pool, const kf_outbound *msg, const kf_email_mailbox *
     }
     /* Reply-To: the mailbox, so answers come back to it whatever From a
      * relay may rewrite. */
-    kf_str_printf(&m, "Reply-To: <%s>\r\nTo: <%s>\r\nSubject: ", mb->address, msg->target);
+    kf_str_printf(&m, "Reply-To: <%s>\r\nTo: <%s>\r\n", mb->address, msg->target);
+    const json_t *cc = json_object_get(p, "cc"), *v;
+    size_t ci, shown = 0;
+    json_array_foreach(cc, ci, v) {
+        const char *a = json_string_value(v);
+        if (a == NULL || !header_safe(a) || strchr(a, '@') == NULL)
+            continue;
+        kf_str_printf(&m, "%s<%s>", shown++ ? ",\r\n " : "Cc: ", a);
+    }
+    if (shown)
+        kf_str_puts(&m, "\r\n");
+    kf_str_puts(&m, "Subject: ");
     encode_words(&m, subj);
     kf_str_printf(&m, "\r\nDate: %s\r\nMessage-ID: <%s>\r\n", date, mid);
     if (last_in)

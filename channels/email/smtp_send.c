@@ -320,6 +320,15 @@ deliver(kf_channel *ch, const kf_outbound *msg, kf_str *peer)
     smtp_set_reverse_path(message, mb.address);
     smtp_set_message_str(message, text);
     smtp_recipient_t rcpt = smtp_add_recipient(message, msg->target);
+    /* The Cc of a reply (compose.c wrote the header): copies, whose refusal
+     * does not fail the delivery to the customer. */
+    const json_t *cc = json_object_get(msg->payload, "cc"), *cv;
+    size_t ci;
+    json_array_foreach(cc, ci, cv) {
+        const char *a = json_string_value(cv);
+        if (a != NULL && strchr(a, '@') != NULL && strpbrk(a, "\r\n") == NULL)
+            smtp_add_recipient(message, a);
+    }
 
     verify_error[0] = '\0';
     ERR_clear_error();

@@ -394,6 +394,47 @@ class EmailTest(unittest.TestCase):
                          r["message_id"])
         self.assertEqual(self.w.count("outbox", "message_id = %d" % r["message_id"]), 0)
 
+    def test_reply_keeps_the_ccs(self):
+        # the customer copied a colleague (and our own address): the answer goes to the
+        # customer, Cc the colleague, never to our mailbox
+        st, _, r = self.post(mail("lead@cust.example", "Order 77", msgid="cc1@cust.example",
+                                  extra="Cc: Colleague <Mate@Cust.Example>, support@kefu.test\r\n"),
+                             mailbox="sales")
+        self.assertEqual(st, 202, r)
+        tid = r["ticket_id"]
+        oid = self.reply(tid, "On its way.")
+        got = self.wait_smtp(lambda m: b"kf.%d.out@" % oid in m[2])
+        self.assertEqual(sorted(got[0][1]), ["lead@cust.example", "mate@cust.example"])
+        msg = email.message_from_bytes(got[0][2], policy=email.policy.default)
+        self.assertEqual([a.addr_spec for a in msg["Cc"].addresses], ["mate@cust.example"])
+        # the agent sets the Cc: exactly those (they become known CCs: their mail threads)
+        st, _, r = self.w.api("POST", "/api/v1/tickets/%d/replies" % tid,
+                              {"text": "Looping in your boss.", "cc": ["boss@cust.example"]},
+                              who="carol")
+        self.assertEqual(st, 201, r)
+        oid = int(self.w.db.scalar("SELECT id FROM outbox WHERE dedupe_key = 'reply:%d'"
+                                   % r["message_id"]))
+        got = self.wait_smtp(lambda m: b"kf.%d.out@" % oid in m[2])
+        self.assertEqual(sorted(got[0][1]), ["boss@cust.example", "lead@cust.example"])
+        st, _, r = self.post(mail("boss@cust.example", "Re: [KF-%06d] thanks" % tid,
+                                  msgid="cc2@cust.example"), mailbox="sales")
+        self.assertEqual(r["ticket_id"], tid)
+        # "cc": [] sends to the customer alone; bad addresses are refused, nothing written
+        st, _, r = self.w.api("POST", "/api/v1/tickets/%d/replies" % tid,
+                              {"text": "Just you.", "cc": []}, who="carol")
+        self.assertEqual(st, 201, r)
+        oid = int(self.w.db.scalar("SELECT id FROM outbox WHERE dedupe_key = 'reply:%d'"
+                                   % r["message_id"]))
+        got = self.wait_smtp(lambda m: b"kf.%d.out@" % oid in m[2])
+        self.assertEqual(got[0][1], ["lead@cust.example"])
+        self.assertIsNone(email.message_from_bytes(got[0][2], policy=email.policy.default)["Cc"])
+        before = self.w.counts()
+        st, _, r = self.w.api("POST", "/api/v1/tickets/%d/replies" % tid,
+                              {"text": "x", "cc": ["ok@example.com", "not an address"]}, who="carol")
+        self.assertEqual(st, 422, r)
+        self.assertEqual([e["field"] for e in r["errors"]], ["cc[1]"])
+        self.assertEqual(self.w.counts(), before)
+
     def test_api_ticket_answered_by_mail(self):
         # a ticket filed through the API (or the web form) has no mail thread of its own:
         # the answer is mailed to the customer from the mailbox of the ticket's queue
