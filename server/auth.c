@@ -301,15 +301,201 @@ touch_due(uint64_t key)
     return 1;
 }
 
-static int
-token_lookup(kf_call *c, const char *token)
+/*
+ * Per-worker-thread cache of Bearer-token lookups.
+ *
+ * What a token's hash leads to - the row's id, its role and the agent it is
+ * bound to - never changes: api_token rows are only ever revoked, expire, or
+ * go away with their agent.  A worker therefore remembers its last lookups,
+ * keyed by the token's SHA-256 (binary), which is compared in full and in
+ * constant time: a wrong token never matches an entry and is looked up in the
+ * database as before.  Failed lookups are not cached.
+ *
+ * What can change - revoked_at, expires_at, the bound agent's active flag -
+ * is still checked on every request, so revocation takes effect at once,
+ * exactly as without the cache.  The cache is only used on routes whose
+ * handler does that check inside its own first statement
+ * (KF_AUTH_TOKEN_VALID_SQL, then kf_auth_confirmed(); or kf_auth_confirm()),
+ * which saves the lookup's round trip: see folds_token_check().  Every other
+ * route looks the token up here, as it always did.  An entry lives at most
+ * TOKEN_TTL seconds (hygiene only: the mapping cannot go stale).
+ */
+#define TOKEN_SLOTS 64
+#define TOKEN_TTL 60
+static _Thread_local struct token_entry {
+    unsigned char hash[crypto_hash_sha256_BYTES];
+    uint64_t token_id, agent_id;
+    int role;
+    time_t until; /* 0 = empty */
+} token_cache[TOKEN_SLOTS];
+
+/* The principal of this call came from the cache and is not confirmed valid yet. */
+static _Thread_local struct {
+    const kf_call *c;
+    uint64_t token_id;
+    unsigned char hash[crypto_hash_sha256_BYTES];
+} unconfirmed;
+
+static struct token_entry *
+token_slot(const unsigned char h[crypto_hash_sha256_BYTES])
 {
-    char hash[65];
+    return &token_cache[((unsigned) h[0] | (unsigned) h[1] << 8) % TOKEN_SLOTS];
+}
+
+static time_t
+mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec;
+}
+
+/* Routes whose handler checks a cached token itself (server/h_tickets.c). */
+static int
+folds_token_check(const kf_route *r)
+{
+    return r != NULL && r->auth != KF_AUTH_PUBLIC && r->pattern != NULL &&
+           ((r->methods == KF_GET && strcmp(r->pattern, "/api/v1/tickets/{id}") == 0) ||
+            (r->methods == KF_POST && strcmp(r->pattern, "/api/v1/tickets") == 0));
+}
+
+static void
+token_used(kf_call *c, uint64_t token_id)
+{
+    kf_stmt *st;
+    const char *error = NULL;
+    /* last_used_at, at most once a minute per token to keep writes down;
+     * this thread remembers when it last wrote it, so most requests skip
+     * even the round trip. */
+    if (touch_due(token_id) &&
+        kf_db_stmt(c->db, "auth.token_used",
+                   "UPDATE api_token SET last_used_at = NOW(6) WHERE id = ? AND "
+                   "(last_used_at IS NULL OR last_used_at < NOW(6) - INTERVAL 60 SECOND)",
+                   &st, &error) == KF_OK) {
+        kf_stmt_bind_u64(st, 0, token_id);
+        kf_stmt_exec(st, &error);
+    }
+}
+
+/* From the cache: 1 = c->principal is set (unconfirmed), 0 = not cached. */
+static int
+token_cached(kf_call *c, const unsigned char h[crypto_hash_sha256_BYTES])
+{
+    struct token_entry *e = token_slot(h);
+    if (e->until == 0 || sodium_memcmp(e->hash, h, sizeof(e->hash)) != 0)
+        return 0;
+    if (mono_now() >= e->until) {
+        sodium_memzero(e, sizeof(*e));
+        return 0;
+    }
+    c->principal.token_id = e->token_id;
+    c->principal.agent_id = e->agent_id;
+    c->principal.role = e->role;
+    unconfirmed.c = c;
+    unconfirmed.token_id = e->token_id;
+    memcpy(unconfirmed.hash, h, sizeof(unconfirmed.hash));
+    return 1;
+}
+
+static void
+token_remember(const unsigned char h[crypto_hash_sha256_BYTES], const kf_principal *p)
+{
+    struct token_entry *e = token_slot(h);
+    memcpy(e->hash, h, sizeof(e->hash));
+    e->token_id = p->token_id;
+    e->agent_id = p->agent_id;
+    e->role = p->role;
+    e->until = mono_now() + TOKEN_TTL;
+}
+
+static void
+token_forget(const unsigned char h[crypto_hash_sha256_BYTES])
+{
+    struct token_entry *e = token_slot(h);
+    if (sodium_memcmp(e->hash, h, sizeof(e->hash)) == 0)
+        sodium_memzero(e, sizeof(*e));
+}
+
+uint64_t
+kf_auth_unconfirmed_token(const kf_call *c)
+{
+    return unconfirmed.c == c && c != NULL ? unconfirmed.token_id : 0;
+}
+
+int
+kf_auth_confirmed(kf_call *c, kf_reply *out, int valid)
+{
+    uint64_t token_id = kf_auth_unconfirmed_token(c);
+    if (token_id == 0)
+        return KF_OK;
+    unconfirmed.c = NULL;
+    unconfirmed.token_id = 0;
+    if (valid) {
+        token_used(c, token_id);
+        return KF_OK;
+    }
+    /* Revoked, expired or the agent deactivated since it was cached. */
+    token_forget(unconfirmed.hash);
+    memset(&c->principal, 0, sizeof(c->principal));
+    memset(out, 0, sizeof(*out));
+    kf_reply_header(out, c, "WWW-Authenticate", "Bearer realm=\"kefu\"");
+    kf_reply_problem(out, c, 401, "unauthorized", "The API token is invalid, expired or revoked.",
+                     NULL);
+    return KF_ERR;
+}
+
+int
+kf_auth_confirm(kf_call *c, kf_reply *out)
+{
+    uint64_t token_id = kf_auth_unconfirmed_token(c);
     kf_stmt *st;
     const char *error = NULL;
     int rc;
 
-    kf_auth_token_hash(token, strlen(token), hash);
+    if (token_id == 0)
+        return KF_OK;
+    if ((rc = kf_db_stmt(c->db, "auth.token_valid", "SELECT " KF_AUTH_TOKEN_VALID_SQL, &st,
+                         &error)) == KF_OK) {
+        kf_stmt_bind_u64(st, 0, token_id);
+        if ((rc = kf_stmt_exec(st, &error)) == KF_OK && (rc = kf_stmt_fetch(st, &error)) == 1) {
+            int valid = kf_stmt_col_i64(st, 0) != 0;
+            kf_stmt_done(st);
+            return kf_auth_confirmed(c, out, valid);
+        }
+    }
+    unconfirmed.c = NULL;
+    unconfirmed.token_id = 0;
+    memset(&c->principal, 0, sizeof(c->principal));
+    memset(out, 0, sizeof(*out));
+    kf_reply_internal(out, c, "token lookup failed");
+    return KF_ERR;
+}
+
+void
+kf_auth_after_handler(kf_call *c)
+{
+    if (kf_auth_unconfirmed_token(c) == 0)
+        return;
+    kf_log(KF_LOG_ERR, "auth", "req=%s event=token-unconfirmed route=\"%s\" "
+           "msg=\"the handler replied without confirming a cached token\"",
+           c->request_id ? c->request_id : "-", c->route && c->route->pattern ? c->route->pattern
+                                                                                : "-");
+    kf_auth_confirm(c, &c->reply);
+}
+
+static int
+token_lookup(kf_call *c, const char *token)
+{
+    char hash[65];
+    unsigned char h[crypto_hash_sha256_BYTES];
+    kf_stmt *st;
+    const char *error = NULL;
+    int rc;
+
+    crypto_hash_sha256(h, (const unsigned char *) token, strlen(token));
+    if (folds_token_check(c->route) && token_cached(c, h))
+        return KF_OK; /* confirmed by the handler */
+    sodium_bin2hex(hash, sizeof(hash), h, sizeof(h));
     if ((rc = kf_db_stmt(c->db, "auth.token",
                          "SELECT t.id, t.role, COALESCE(t.agent_id, 0), "
                          " (t.agent_id IS NULL OR a.active = 1) "
@@ -335,17 +521,9 @@ token_lookup(kf_call *c, const char *token)
         return KF_ENOTFOUND;
     c->principal.role = kf_role_parse(role);
     c->principal.token_id = token_id;
-    /* last_used_at, at most once a minute per token to keep writes down;
-     * this thread remembers when it last wrote it, so most requests skip
-     * even the round trip. */
-    if (touch_due(token_id) &&
-        kf_db_stmt(c->db, "auth.token_used",
-                   "UPDATE api_token SET last_used_at = NOW(6) WHERE id = ? AND "
-                   "(last_used_at IS NULL OR last_used_at < NOW(6) - INTERVAL 60 SECOND)",
-                   &st, &error) == KF_OK) {
-        kf_stmt_bind_u64(st, 0, token_id);
-        kf_stmt_exec(st, &error);
-    }
+    if (c->principal.role != KF_ROLE_NONE)
+        token_remember(h, &c->principal);
+    token_used(c, token_id);
     return KF_OK;
 }
 
@@ -416,6 +594,8 @@ kf_auth_authenticate(kf_call *c)
     int rc;
 
     memset(&c->principal, 0, sizeof(c->principal));
+    unconfirmed.c = NULL;
+    unconfirmed.token_id = 0;
     if (c->db == NULL) { /* an inline route: no database on the I/O thread */
         if (c->route->auth == KF_AUTH_PUBLIC)
             return KF_OK;
@@ -465,6 +645,12 @@ kf_auth_authenticate(kf_call *c)
         return KF_OK;
     if (c->principal.role == KF_ROLE_NONE)
         return refuse(c, 401, "unauthorized", "Authentication is required.");
+    /* A token from the cache is confirmed before any refusal, so a revoked
+     * one still answers 401 rather than 403. */
+    if (((c->route->auth == KF_AUTH_TOKEN && !c->principal.via_token) ||
+         c->principal.role < need) &&
+        kf_auth_confirm(c, &c->reply) != KF_OK)
+        return KF_ERR;
     if (c->route->auth == KF_AUTH_TOKEN && !c->principal.via_token)
         return refuse(c, 403, "forbidden", "This resource takes an API token.");
     if (c->principal.role < need) {
@@ -476,14 +662,23 @@ kf_auth_authenticate(kf_call *c)
 }
 
 int
-kf_auth_queue_allowed(kf_call *c, uint64_t queue_id, int has_queue)
+kf_auth_queue_allowed_known(const kf_call *c, int has_queue, int member)
 {
-    kf_stmt *st;
-    const char *error = NULL;
     if (c->principal.role >= KF_ROLE_SUPERVISOR)
         return 1;
     if (c->principal.role != KF_ROLE_AGENT || !has_queue || c->principal.agent_id == 0)
         return 0;
+    return member;
+}
+
+int
+kf_auth_queue_allowed(kf_call *c, uint64_t queue_id, int has_queue)
+{
+    kf_stmt *st;
+    const char *error = NULL;
+    if (c->principal.role >= KF_ROLE_SUPERVISOR || c->principal.role != KF_ROLE_AGENT ||
+        !has_queue || c->principal.agent_id == 0)
+        return kf_auth_queue_allowed_known(c, has_queue, 0);
     if (kf_db_stmt(c->db, "auth.queue_member",
                    "SELECT 1 FROM agent_queue WHERE agent_id = ? AND queue_id = ?", &st,
                    &error) != KF_OK)
@@ -495,6 +690,47 @@ kf_auth_queue_allowed(kf_call *c, uint64_t queue_id, int has_queue)
     int ok = kf_stmt_fetch(st, &error) == 1;
     kf_stmt_done(st);
     return ok;
+}
+
+int
+kf_auth_queue_check(kf_call *c, kf_reply *out, uint64_t queue_id, int has_queue, int *allowed_r)
+{
+    uint64_t token_id = kf_auth_unconfirmed_token(c);
+    kf_stmt *st;
+    const char *error = NULL;
+
+    *allowed_r = 0;
+    if (c->principal.role != KF_ROLE_AGENT || !has_queue || c->principal.agent_id == 0) {
+        /* No membership to look up: supervisors+ may, anyone else may not. */
+        if (kf_auth_confirm(c, out) != KF_OK)
+            return KF_ERR;
+        *allowed_r = kf_auth_queue_allowed_known(c, has_queue, 0);
+        return KF_OK;
+    }
+    if (token_id == 0) {
+        *allowed_r = kf_auth_queue_allowed(c, queue_id, has_queue);
+        return KF_OK;
+    }
+    /* The membership and the cached token's validity in one statement. */
+    if (kf_db_stmt(c->db, "auth.queue_member_token",
+                   "SELECT EXISTS (SELECT 1 FROM agent_queue WHERE agent_id = ? AND queue_id = ?), "
+                   KF_AUTH_TOKEN_VALID_SQL,
+                   &st, &error) != KF_OK)
+        return kf_auth_confirm(c, out); /* 500 (or 401) and KF_ERR, or go on refused */
+    kf_stmt_bind_u64(st, 0, c->principal.agent_id);
+    kf_stmt_bind_u64(st, 1, queue_id);
+    kf_stmt_bind_u64(st, 2, token_id);
+    if (kf_stmt_exec(st, &error) != KF_OK || kf_stmt_fetch(st, &error) != 1) {
+        kf_stmt_done(st);
+        return kf_auth_confirm(c, out);
+    }
+    int member = kf_stmt_col_i64(st, 0) != 0;
+    int valid = kf_stmt_col_i64(st, 1) != 0;
+    kf_stmt_done(st);
+    if (kf_auth_confirmed(c, out, valid) != KF_OK)
+        return KF_ERR;
+    *allowed_r = member;
+    return KF_OK;
 }
 
 /* "1,5,9" (GROUP_CONCAT) -> [1,5,9] */

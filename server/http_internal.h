@@ -47,6 +47,8 @@ void kf_call_run(kf_call *c);
  * route that is not KF_AUTH_PUBLIC.
  */
 extern int (*kf_authenticate)(kf_call *c);
+/* Run after every handler (NULL: nothing): the auth module's last word on the reply. */
+extern void (*kf_after_handler)(kf_call *c);
 
 /* ---- server.c: what loops and workers need from the server ---- */
 const kf_config *kf_server_config(const kf_server *srv);

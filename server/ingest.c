@@ -11,6 +11,7 @@
  * body again, which then finds the receipt.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kefu/config.h"
@@ -201,45 +202,6 @@ receipt_fill(kf_db *db, uint64_t id, const kf_ingest_result *res, const char **e
     return kf_stmt_exec(st, error_r);
 }
 
-/* ---- routing ---- */
-
-static int
-route_queue(kf_db *db, const kf_inbound *in, const char *account, uint64_t *queue_r,
-            const char **error_r)
-{
-    kf_stmt *st;
-    int rc;
-
-    *queue_r = 0;
-    if (in->queue_id != 0) {
-        if ((rc = kf_db_stmt(db, "ingest.queue_exists", "SELECT id FROM queue WHERE id = ?", &st,
-                             error_r)) != KF_OK)
-            return rc;
-        kf_stmt_bind_u64(st, 0, in->queue_id);
-        if ((rc = kf_stmt_exec(st, error_r)) != KF_OK || (rc = kf_stmt_fetch(st, error_r)) < 0)
-            return rc;
-        kf_stmt_done(st);
-        if (rc == 0)
-            return invalid(error_r, "queue_id", "no such queue");
-        *queue_r = in->queue_id;
-        return KF_OK;
-    }
-    /* The channel account's default queue, if it has one. */
-    if ((rc = kf_db_stmt(db, "ingest.default_queue",
-                         "SELECT default_queue_id FROM channel_account "
-                         "WHERE channel = ? AND account = ?",
-                         &st, error_r)) != KF_OK)
-        return rc;
-    kf_stmt_bind_cstr(st, 0, in->channel);
-    kf_stmt_bind_cstr(st, 1, account);
-    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK || (rc = kf_stmt_fetch(st, error_r)) < 0)
-        return rc;
-    if (rc == 1)
-        *queue_r = kf_stmt_col_u64(st, 0);
-    kf_stmt_done(st);
-    return KF_OK;
-}
-
 /* A one-line subject of at most 255 bytes: controls become spaces, ends trimmed. */
 static const char *
 subject_clean(kf_pool *pool, const char *s, size_t max)
@@ -304,6 +266,46 @@ event(struct ingest_ctx *x, uint64_t ticket_id, const char *kind, json_t *data,
     return rc;
 }
 
+/*
+ * Two events of the same ticket and actor in one statement, as kf_event_add()
+ * would write them one after the other (their ids keep that order).  Steals
+ * both data references.
+ */
+static int
+event_pair(struct ingest_ctx *x, uint64_t ticket_id, const char *kind1, json_t *data1,
+           const char *kind2, json_t *data2, const char **error_r)
+{
+    static const char *const actors[] = {"system", "agent", "customer"};
+    const char *actor = actors[x->actor_kind >= 0 && x->actor_kind <= 2 ? x->actor_kind : 0];
+    char *json1 = data1 ? json_dumps(data1, JSON_COMPACT) : NULL;
+    char *json2 = data2 ? json_dumps(data2, JSON_COMPACT) : NULL;
+    kf_stmt *st;
+    int rc;
+
+    json_decref(data1);
+    json_decref(data2);
+    if ((rc = kf_db_stmt(x->db, "ingest.event_pair",
+                         "INSERT INTO event (ticket_id, kind, actor_kind, actor_id, data) "
+                         "VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)",
+                         &st, error_r)) == KF_OK) {
+        const char *kinds[2] = {kind1, kind2}, *datas[2] = {json1, json2};
+        for (unsigned i = 0; i < 2; i++) {
+            kf_stmt_bind_u64(st, i * 5, ticket_id);
+            kf_stmt_bind_cstr(st, i * 5 + 1, kinds[i]);
+            kf_stmt_bind_cstr(st, i * 5 + 2, actor);
+            if (x->actor_id)
+                kf_stmt_bind_u64(st, i * 5 + 3, x->actor_id);
+            else
+                kf_stmt_bind_null(st, i * 5 + 3);
+            kf_stmt_bind_cstr(st, i * 5 + 4, datas[i] ? datas[i] : "{}");
+        }
+        rc = kf_stmt_exec(st, error_r);
+    }
+    free(json1);
+    free(json2);
+    return rc;
+}
+
 /* Find the ticket to append to (locked), following merges; *found_r 0 = none. */
 static int
 find_ticket(struct ingest_ctx *x, kf_ticket *tk, int *found_r, const char **error_r)
@@ -336,6 +338,8 @@ find_ticket(struct ingest_ctx *x, kf_ticket *tk, int *found_r, const char **erro
     return KF_OK;
 }
 
+/* Insert the ticket, routed in the same statement (the given queue, which
+ * must exist, or the channel account's default queue). */
 static int
 create_ticket(struct ingest_ctx *x, const kf_ticket *old, uint64_t *id_r, const char **error_r)
 {
@@ -346,15 +350,10 @@ create_ticket(struct ingest_ctx *x, const kf_ticket *old, uint64_t *id_r, const 
         .channel = in->channel,
         .channel_account = x->account,
         .customer_id = x->res->customer_id,
+        .queue_id = in->queue_id,
         .follow_up_of_id = old ? old->id : 0,
     };
-    int rc;
-
-    if ((rc = route_queue(x->db, in, x->account, &t.queue_id, error_r)) != KF_OK)
-        return rc;
-    if ((rc = kf_ticket_insert(x->db, &t, id_r, error_r)) != KF_OK)
-        return rc;
-    return KF_OK;
+    return kf_ticket_create(x->db, &t, id_r, error_r);
 }
 
 static int
@@ -495,37 +494,39 @@ ingest_body(struct ingest_ctx *x, const char **error_r)
             return rc;
     }
 
-    /* 6. Events, in the order things happened. */
+    /* 6. Events, in the order things happened: what happened to the ticket
+     * (if anything), then the message; one statement for both. */
+    const char *kind1 = NULL;
+    json_t *d1 = NULL;
     if (res->created_ticket) {
         char number[32];
         kf_ticket_number(res->ticket_id, number, sizeof(number));
-        json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:I, s:b, s:I}", "number", number, "subject",
-                              subject, "channel", in->channel, "channel_account", x->account,
-                              "customer_id", (json_int_t) res->customer_id, "customer_created",
-                              customer_created, "message_id", (json_int_t) res->message_id);
-        if (d && res->follow_up_of)
-            json_object_set_new(d, "follow_up_of_id", json_integer((json_int_t) res->follow_up_of));
-        if ((rc = event(x, res->ticket_id, "ticket.created", d, error_r)) != KF_OK)
-            return rc;
+        kind1 = "ticket.created";
+        d1 = json_pack("{s:s, s:s, s:s, s:s, s:I, s:b, s:I}", "number", number, "subject",
+                       subject, "channel", in->channel, "channel_account", x->account,
+                       "customer_id", (json_int_t) res->customer_id, "customer_created",
+                       customer_created, "message_id", (json_int_t) res->message_id);
+        if (d1 && res->follow_up_of)
+            json_object_set_new(d1, "follow_up_of_id",
+                                json_integer((json_int_t) res->follow_up_of));
     } else if (res->reopened) {
-        if ((rc = event(x, res->ticket_id, "ticket.reopened",
-                        json_pack("{s:s, s:s, s:I}", "from", "solved", "to", "open", "message_id",
-                                  (json_int_t) res->message_id),
-                        error_r)) != KF_OK)
-            return rc;
+        kind1 = "ticket.reopened";
+        d1 = json_pack("{s:s, s:s, s:I}", "from", "solved", "to", "open", "message_id",
+                       (json_int_t) res->message_id);
     } else if (was != NULL) {
-        if ((rc = event(x, res->ticket_id, "ticket.updated",
-                        json_pack("{s:{s:{s:s, s:s}}}", "changes", "status", "from", was, "to",
-                                  "open"),
-                        error_r)) != KF_OK)
-            return rc;
+        kind1 = "ticket.updated";
+        d1 = json_pack("{s:{s:{s:s, s:s}}}", "changes", "status", "from", was, "to", "open");
     }
     json_t *d = json_pack("{s:I, s:s, s:s, s:I, s:b}", "message_id", (json_int_t) res->message_id,
                           "channel", in->channel, "direction", "in", "attachments",
                           (json_int_t) in->n_attachments, "auto_submitted", in->auto_submitted);
     if (d && in->external_id)
         json_object_set_new(d, "external_id", json_string(in->external_id));
-    if ((rc = event(x, res->ticket_id, "message.received", d, error_r)) != KF_OK)
+    if (kind1 != NULL)
+        rc = event_pair(x, res->ticket_id, kind1, d1, "message.received", d, error_r);
+    else
+        rc = event(x, res->ticket_id, "message.received", d, error_r);
+    if (rc != KF_OK)
         return rc;
 
     /* 7. Outbox: the acknowledgement, never to an automatic message. */

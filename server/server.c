@@ -264,6 +264,7 @@ kf_server_create(const kf_config *cfg, const void *migrations, char *err, size_t
     for (const kf_route *const *t = kf_all_route_tables; *t != NULL; t++)
         kf_router_add(srv->router, *t, cfg->debug_routes);
     kf_authenticate = kf_auth_authenticate;
+    kf_after_handler = kf_auth_after_handler;
 
     unsigned n = kf_router_count(srv->router);
     const char **names = kf_xcalloc(n + 1, sizeof(*names));

@@ -12,6 +12,7 @@
 
 #include <sodium.h>
 
+#include "kefu/auth.h"
 #include "kefu/db.h"
 #include "kefu/http.h"
 #include "kefu/pool.h"
@@ -204,6 +205,52 @@ kf_ticket_insert(kf_db *db, const kf_ticket_new *t, uint64_t *id_r, const char *
     bind_id(st, 6, t->follow_up_of_id);
     if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
         return rc;
+    *id_r = kf_stmt_insert_id(st);
+    return KF_OK;
+}
+
+int
+kf_ticket_create(kf_db *db, const kf_ticket_new *t, uint64_t *id_r, const char **error_r)
+{
+    kf_stmt *st;
+    int rc;
+
+    /* An explicit queue must exist (no row is inserted otherwise); else the
+     * channel account's default queue, if it has one. */
+    if (t->queue_id != 0)
+        rc = kf_db_stmt(db, "ticket.create_in",
+                        "INSERT INTO ticket (subject, status, priority, channel, channel_account, "
+                        "customer_id, queue_id, follow_up_of_id) "
+                        "SELECT ?, 'new', ?, ?, ?, ?, q.id, ? FROM queue q WHERE q.id = ?",
+                        &st, error_r);
+    else
+        rc = kf_db_stmt(db, "ticket.create_routed",
+                        "INSERT INTO ticket (subject, status, priority, channel, channel_account, "
+                        "customer_id, queue_id, follow_up_of_id) "
+                        "VALUES (?, 'new', ?, ?, ?, ?, (SELECT ca.default_queue_id FROM "
+                        "channel_account ca WHERE ca.channel = ? AND ca.account = ?), ?)",
+                        &st, error_r);
+    if (rc != KF_OK)
+        return rc;
+    kf_stmt_bind_cstr(st, 0, t->subject);
+    kf_stmt_bind_cstr(st, 1, t->priority ? t->priority : "normal");
+    kf_stmt_bind_cstr(st, 2, t->channel);
+    kf_stmt_bind_cstr(st, 3, t->channel_account ? t->channel_account : "");
+    kf_stmt_bind_u64(st, 4, t->customer_id);
+    if (t->queue_id != 0) {
+        bind_id(st, 5, t->follow_up_of_id);
+        kf_stmt_bind_u64(st, 6, t->queue_id);
+    } else {
+        kf_stmt_bind_cstr(st, 5, t->channel);
+        kf_stmt_bind_cstr(st, 6, t->channel_account ? t->channel_account : "");
+        bind_id(st, 7, t->follow_up_of_id);
+    }
+    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+        return rc;
+    if (kf_stmt_affected(st) == 0) {
+        *error_r = t->queue_id != 0 ? "queue_id: no such queue" : "ticket insert wrote no row";
+        return t->queue_id != 0 ? KF_EINVAL : KF_EDB;
+    }
     *id_r = kf_stmt_insert_id(st);
     return KF_OK;
 }
@@ -484,96 +531,258 @@ kf_ticket_add_attachment(kf_db *db, uint64_t ticket_id, uint64_t message_id,
     return KF_OK;
 }
 
+/*
+ * Messages with their attachments' metadata in one statement: one row per
+ * (message, attachment) from `message m LEFT JOIN agent a LEFT JOIN
+ * attachment x`, MESSAGE_COLS then ATTACHMENT_COLS.  A message's bodies come
+ * only with its first row (flagged), so a message with several attachments
+ * does not send its text several times.  There is no ORDER BY: on an outer
+ * join MariaDB would sort through a temporary table (with the bodies in
+ * it); struct msgs puts the rows in order instead - messages by
+ * (created_at, id), each one's attachments by id - as the two statements
+ * this replaces did.
+ */
+#define FIRST_ROW_OF_MESSAGE                                                                     \
+    "(x.id IS NULL OR x.id = (SELECT MIN(x1.id) FROM attachment x1 "                             \
+    "WHERE x1.message_id = m.id AND x1.ticket_id = m.ticket_id))"
+#define MESSAGE_COLS                                                                             \
+    "m.id, m.direction, m.kind, m.author_kind, m.author_agent_id, m.author_customer_id, "        \
+    "m.channel, m.channel_account, m.external_id, " FIRST_ROW_OF_MESSAGE ", "                    \
+    "IF(" FIRST_ROW_OF_MESSAGE ", m.body_text, NULL), "                                          \
+    "IF(" FIRST_ROW_OF_MESSAGE ", m.body_html, NULL), " TIME_SQL("m.created_at") ", "            \
+    "a.display_name, "
+#define MESSAGE_NCOLS 14
+#define ATTACHMENT_COLS "x.id, x.filename, x.content_type, x.size, x.sha256, x.content_id"
+/* The index keeps the plan a lookup per message even while the table is small. */
+#define MESSAGE_JOINS                                                                            \
+    "LEFT JOIN agent a ON a.id = m.author_agent_id "                                             \
+    "LEFT JOIN attachment x FORCE INDEX (ix_attachment_message) "                                \
+    "ON x.message_id = m.id AND x.ticket_id = m.ticket_id "
+
+struct att {
+    uint64_t id;
+    json_t *obj;
+};
+
+struct msg {
+    uint64_t id, author_id;
+    const char *direction, *kind, *author_kind, *author_name, *channel, *channel_account;
+    const char *external_id, *text, *html, *created_at;
+    size_t text_len;
+    struct att *atts;
+    size_t n_atts, cap_atts;
+};
+
+struct msgs {
+    struct msg *v;
+    size_t n, cap;
+};
+
+static void
+msgs_free(struct msgs *ms)
+{
+    for (size_t i = 0; i < ms->n; i++) {
+        for (size_t k = 0; k < ms->v[i].n_atts; k++)
+            json_decref(ms->v[i].atts[k].obj);
+        free(ms->v[i].atts);
+    }
+    free(ms->v);
+    memset(ms, 0, sizeof(*ms));
+}
+
+/* Take the current row (message columns from col on). */
+static void
+msgs_row(struct msgs *ms, kf_stmt *st, kf_pool *pool, unsigned col)
+{
+    struct msg *m = NULL;
+    uint64_t mid;
+
+    if (kf_stmt_col_null(st, col))
+        return; /* the ticket has no (visible) messages */
+    mid = kf_stmt_col_u64(st, col);
+    /* A message's rows come together in practice; look back anyway. */
+    for (size_t i = ms->n; i-- > 0;)
+        if (ms->v[i].id == mid) {
+            m = &ms->v[i];
+            break;
+        }
+    if (m == NULL) {
+        if (ms->n == ms->cap) {
+            ms->cap = ms->cap ? ms->cap * 2 : 8;
+            ms->v = kf_xrealloc(ms->v, ms->cap * sizeof(*ms->v));
+        }
+        m = &ms->v[ms->n++];
+        memset(m, 0, sizeof(*m));
+        m->id = mid;
+        m->direction = kf_stmt_col_str(st, col + 1, pool, NULL);
+        m->kind = kf_stmt_col_str(st, col + 2, pool, NULL);
+        m->author_kind = kf_stmt_col_str(st, col + 3, pool, NULL);
+        if (m->author_kind != NULL && strcmp(m->author_kind, "agent") == 0) {
+            m->author_id = kf_stmt_col_u64(st, col + 4);
+            m->author_name = kf_stmt_col_str(st, col + 13, pool, NULL);
+        } else {
+            m->author_id = kf_stmt_col_u64(st, col + 5);
+        }
+        m->channel = kf_stmt_col_str(st, col + 6, pool, NULL);
+        m->channel_account = kf_stmt_col_str(st, col + 7, pool, NULL);
+        m->external_id = kf_stmt_col_str(st, col + 8, pool, NULL);
+        m->created_at = kf_stmt_col_str(st, col + 12, pool, NULL);
+    }
+    if (kf_stmt_col_i64(st, col + 9) != 0) { /* the row with the bodies */
+        m->text = kf_stmt_col_str(st, col + 10, pool, &m->text_len);
+        m->html = kf_stmt_col_str(st, col + 11, pool, NULL);
+    }
+    col += MESSAGE_NCOLS;
+    if (kf_stmt_col_null(st, col))
+        return;
+    json_t *a = json_object();
+    json_object_set_new(a, "id", json_integer((json_int_t) kf_stmt_col_u64(st, col)));
+    json_object_set_new(a, "filename", str_or_null(kf_stmt_col_str(st, col + 1, pool, NULL)));
+    json_object_set_new(a, "content_type", str_or_null(kf_stmt_col_str(st, col + 2, pool, NULL)));
+    json_object_set_new(a, "size", json_integer((json_int_t) kf_stmt_col_u64(st, col + 3)));
+    json_object_set_new(a, "sha256", str_or_null(kf_stmt_col_str(st, col + 4, pool, NULL)));
+    json_object_set_new(a, "content_id", str_or_null(kf_stmt_col_str(st, col + 5, pool, NULL)));
+    if (m->n_atts == m->cap_atts) {
+        m->cap_atts = m->cap_atts ? m->cap_atts * 2 : 4;
+        m->atts = kf_xrealloc(m->atts, m->cap_atts * sizeof(*m->atts));
+    }
+    m->atts[m->n_atts].id = kf_stmt_col_u64(st, col);
+    m->atts[m->n_atts].obj = a;
+    m->n_atts++;
+}
+
+static int
+msg_cmp(const void *pa, const void *pb)
+{
+    const struct msg *a = pa, *b = pb;
+    /* created_at is fixed-width ISO-8601 (TIME_SQL): text order is time order. */
+    int c = strcmp(a->created_at ? a->created_at : "", b->created_at ? b->created_at : "");
+    if (c != 0)
+        return c;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+static int
+att_cmp(const void *pa, const void *pb)
+{
+    const struct att *a = pa, *b = pb;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* The API's messages array, oldest first (new reference); empties ms. */
+static json_t *
+msgs_json(struct msgs *ms)
+{
+    json_t *list = json_array();
+
+    if (ms->n > 1)
+        qsort(ms->v, ms->n, sizeof(*ms->v), msg_cmp);
+    for (size_t i = 0; i < ms->n; i++) {
+        struct msg *m = &ms->v[i];
+        json_t *o = json_object(), *author = json_object(), *atts = json_array();
+
+        json_object_set_new(author, "kind", str_or_null(m->author_kind));
+        json_object_set_new(author, "id", id_or_null(m->author_id));
+        if (m->author_kind != NULL && strcmp(m->author_kind, "agent") == 0)
+            json_object_set_new(author, "name", str_or_null(m->author_name));
+        json_object_set_new(o, "id", json_integer((json_int_t) m->id));
+        json_object_set_new(o, "direction", str_or_null(m->direction));
+        json_object_set_new(o, "kind", str_or_null(m->kind));
+        json_object_set_new(o, "author", author);
+        json_object_set_new(o, "channel", str_or_null(m->channel));
+        json_object_set_new(o, "channel_account", str_or_null(m->channel_account));
+        json_object_set_new(o, "external_id", str_or_null(m->external_id));
+        json_t *tv = m->text ? json_stringn(m->text, m->text_len) : NULL;
+        json_object_set_new(o, "text", tv ? tv : json_string(""));
+        json_object_set_new(o, "html", str_or_null(m->html));
+        json_object_set_new(o, "created_at", str_or_null(m->created_at));
+        if (m->n_atts > 1)
+            qsort(m->atts, m->n_atts, sizeof(*m->atts), att_cmp);
+        for (size_t k = 0; k < m->n_atts; k++) {
+            json_array_append_new(atts, m->atts[k].obj);
+            m->atts[k].obj = NULL;
+        }
+        m->n_atts = 0;
+        json_object_set_new(o, "attachments", atts);
+        json_array_append_new(list, o);
+    }
+    msgs_free(ms);
+    return list;
+}
+
 int
 kf_ticket_messages_json(kf_db *db, kf_pool *pool, uint64_t ticket_id, int include_internal,
                         json_t **messages_r, const char **error_r)
 {
+    struct msgs ms = {0};
     kf_stmt *st;
     int rc;
-    json_t *list = json_array();
 
     *messages_r = NULL;
     if ((rc = kf_db_stmt(db, "ticket.messages",
-                         "SELECT m.id, m.direction, m.kind, m.author_kind, m.author_agent_id, "
-                         "m.author_customer_id, m.channel, m.channel_account, m.external_id, "
-                         "m.body_text, m.body_html, " TIME_SQL("m.created_at") ", a.display_name "
-                         "FROM message m LEFT JOIN agent a ON a.id = m.author_agent_id "
-                         "WHERE m.ticket_id = ? AND (m.kind = 'public' OR ? = 1) "
-                         "ORDER BY m.created_at, m.id",
+                         "SELECT " MESSAGE_COLS ATTACHMENT_COLS " FROM message m " MESSAGE_JOINS
+                         "WHERE m.ticket_id = ? AND (m.kind = 'public' OR ? = 1)",
                          &st, error_r)) != KF_OK)
-        goto fail;
+        return rc;
     kf_stmt_bind_u64(st, 0, ticket_id);
     kf_stmt_bind_i64(st, 1, include_internal ? 1 : 0);
     if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
-        goto fail;
-    while ((rc = kf_stmt_fetch(st, error_r)) == 1) {
-        json_t *m = json_object(), *author = json_object();
-        size_t tlen;
-        const char *text = kf_stmt_col_str(st, 9, pool, &tlen);
-        const char *akind = kf_stmt_col_str(st, 3, pool, NULL);
-        uint64_t aid = strcmp(akind, "agent") == 0 ? kf_stmt_col_u64(st, 4)
-                                                   : kf_stmt_col_u64(st, 5);
-
-        json_object_set_new(author, "kind", str_or_null(akind));
-        json_object_set_new(author, "id", id_or_null(aid));
-        if (strcmp(akind, "agent") == 0)
-            json_object_set_new(author, "name", str_or_null(kf_stmt_col_str(st, 12, pool, NULL)));
-        json_object_set_new(m, "id", json_integer((json_int_t) kf_stmt_col_u64(st, 0)));
-        json_object_set_new(m, "direction", str_or_null(kf_stmt_col_str(st, 1, pool, NULL)));
-        json_object_set_new(m, "kind", str_or_null(kf_stmt_col_str(st, 2, pool, NULL)));
-        json_object_set_new(m, "author", author);
-        json_object_set_new(m, "channel", str_or_null(kf_stmt_col_str(st, 6, pool, NULL)));
-        json_object_set_new(m, "channel_account",
-                            str_or_null(kf_stmt_col_str(st, 7, pool, NULL)));
-        json_object_set_new(m, "external_id", str_or_null(kf_stmt_col_str(st, 8, pool, NULL)));
-        json_t *tv = text ? json_stringn(text, tlen) : NULL;
-        json_object_set_new(m, "text", tv ? tv : json_string(""));
-        json_object_set_new(m, "html", str_or_null(kf_stmt_col_str(st, 10, pool, NULL)));
-        json_object_set_new(m, "created_at", str_or_null(kf_stmt_col_str(st, 11, pool, NULL)));
-        json_object_set_new(m, "attachments", json_array());
-        json_array_append_new(list, m);
+        return rc;
+    while ((rc = kf_stmt_fetch(st, error_r)) == 1)
+        msgs_row(&ms, st, pool, 0);
+    if (rc < 0) {
+        msgs_free(&ms);
+        return rc;
     }
-    if (rc < 0)
-        goto fail;
-
-    /* Attachment metadata, hung under the message it came with. */
-    if ((rc = kf_db_stmt(db, "ticket.attachments",
-                         "SELECT id, message_id, filename, content_type, size, sha256, content_id "
-                         "FROM attachment WHERE ticket_id = ? ORDER BY id",
-                         &st, error_r)) != KF_OK)
-        goto fail;
-    kf_stmt_bind_u64(st, 0, ticket_id);
-    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
-        goto fail;
-    while ((rc = kf_stmt_fetch(st, error_r)) == 1) {
-        uint64_t mid = kf_stmt_col_u64(st, 1);
-        size_t i;
-        json_t *m, *owner = NULL;
-        json_array_foreach(list, i, m)
-        {
-            if ((uint64_t) json_integer_value(json_object_get(m, "id")) == mid) {
-                owner = m;
-                break;
-            }
-        }
-        if (owner == NULL)
-            continue; /* internal note filtered out, or not attached to a message yet */
-        json_t *a = json_object();
-        json_object_set_new(a, "id", json_integer((json_int_t) kf_stmt_col_u64(st, 0)));
-        json_object_set_new(a, "filename", str_or_null(kf_stmt_col_str(st, 2, pool, NULL)));
-        json_object_set_new(a, "content_type", str_or_null(kf_stmt_col_str(st, 3, pool, NULL)));
-        json_object_set_new(a, "size", json_integer((json_int_t) kf_stmt_col_u64(st, 4)));
-        json_object_set_new(a, "sha256", str_or_null(kf_stmt_col_str(st, 5, pool, NULL)));
-        json_object_set_new(a, "content_id", str_or_null(kf_stmt_col_str(st, 6, pool, NULL)));
-        json_array_append_new(json_object_get(owner, "attachments"), a);
-    }
-    if (rc < 0)
-        goto fail;
-    *messages_r = list;
+    *messages_r = msgs_json(&ms);
     return KF_OK;
-fail:
-    json_decref(list);
-    return rc;
+}
+
+int
+kf_ticket_read(kf_db *db, kf_pool *pool, const kf_ticket_read_opts *o, kf_ticket_view *v,
+               const char **error_r)
+{
+    struct msgs ms = {0};
+    kf_stmt *st;
+    int rc;
+
+    memset(v, 0, sizeof(*v));
+    /* Placeholders in text order: the member's agent, the token, notes, the ticket. */
+    if ((rc = kf_db_stmt(db, "ticket.read",
+                         "SELECT " TICKET_COLS ", c.name, c.primary_email, "
+                         "aq.agent_id IS NOT NULL, " KF_AUTH_TOKEN_JOINED_VALID ", "
+                         MESSAGE_COLS ATTACHMENT_COLS " FROM ticket t "
+                         "JOIN customer c ON c.id = t.customer_id "
+                         "LEFT JOIN agent_queue aq ON aq.agent_id = ? AND aq.queue_id = t.queue_id "
+                         KF_AUTH_TOKEN_JOIN_SQL
+                         "LEFT JOIN message m ON m.ticket_id = t.id "
+                         "AND (m.kind = 'public' OR ? = 1) " MESSAGE_JOINS "WHERE t.id = ?",
+                         &st, error_r)) != KF_OK)
+        return rc;
+    kf_stmt_bind_u64(st, 0, o->member_agent_id);
+    kf_stmt_bind_u64(st, 1, o->token_id);
+    kf_stmt_bind_i64(st, 2, o->include_internal ? 1 : 0);
+    kf_stmt_bind_u64(st, 3, o->id);
+    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+        return rc;
+    for (unsigned n = 0; (rc = kf_stmt_fetch(st, error_r)) == 1; n++) {
+        if (n == 0) {
+            row_read(st, pool, &v->ticket, 1);
+            v->member = kf_stmt_col_i64(st, TICKET_NCOLS + 2) != 0;
+            v->token_valid = kf_stmt_col_i64(st, TICKET_NCOLS + 3) != 0;
+        }
+        msgs_row(&ms, st, pool, TICKET_NCOLS + 4);
+    }
+    if (rc < 0 || v->ticket.id == 0) {
+        msgs_free(&ms);
+        memset(v, 0, sizeof(*v));
+        if (rc < 0)
+            return rc;
+        *error_r = "no such ticket";
+        return KF_ENOTFOUND;
+    }
+    v->messages = msgs_json(&ms);
+    return KF_OK;
 }
 
 /* ---- merge ---- */

@@ -41,6 +41,7 @@ default_authenticate(kf_call *c)
 }
 
 int (*kf_authenticate)(kf_call *c) = default_authenticate;
+void (*kf_after_handler)(kf_call *c);
 
 void
 kf_call_run(kf_call *c)
@@ -51,6 +52,8 @@ kf_call_run(kf_call *c)
         return;
     }
     c->route->handler(c, &c->reply);
+    if (kf_after_handler != NULL)
+        kf_after_handler(c);
     if (c->reply.status == 0)
         kf_reply_internal(&c->reply, c, "handler returned no reply");
 }

@@ -32,6 +32,61 @@ int kf_auth_authenticate(kf_call *c);
 
 /** 1 when the principal may see/act on tickets of queue_id (NULL queue: supervisors+). */
 int kf_auth_queue_allowed(kf_call *c, uint64_t queue_id, int has_queue);
+/** The same rule with the membership already known (member: the agent is in the queue). */
+int kf_auth_queue_allowed_known(const kf_call *c, int has_queue, int member);
+
+/*
+ * Bearer tokens from the worker's cache (server/auth.c).  On the routes
+ * whose handler opts in (GET /api/v1/tickets/{id}, POST /api/v1/tickets),
+ * a token seen before by this worker is not looked up again: c->principal
+ * comes from the cache (the id, role and agent a token's hash leads to never
+ * change) and is *unconfirmed* until the handler has checked, in one of its
+ * own statements, that the token is still valid (not revoked, not expired,
+ * its agent active).  Such a handler must confirm before it replies or
+ * writes anything, on every path:
+ *
+ *   - fold KF_AUTH_TOKEN_VALID_SQL (one ? = kf_auth_unconfirmed_token(c))
+ *     into a statement and pass its value to kf_auth_confirmed(); or
+ *   - call kf_auth_confirm(), which runs that check on its own.
+ *
+ * Both return KF_OK (confirmed, or nothing to confirm) or KF_ERR with out
+ * replaced by the 401 (or 500) the lookup itself would have given, so a
+ * revoked token is refused at once, exactly as without the cache.
+ */
+#define KF_AUTH_TOKEN_VALID_SQL                                                                    \
+    "(SELECT COUNT(*) FROM api_token tk LEFT JOIN agent ta ON ta.id = tk.agent_id "               \
+    "WHERE tk.id = ? AND tk.revoked_at IS NULL "                                                  \
+    "AND (tk.expires_at IS NULL OR tk.expires_at > NOW(6)) "                                      \
+    "AND (tk.agent_id IS NULL OR ta.active = 1))"
+/*
+ * The same check as joins, for a statement that reads one row anyway:
+ * KF_AUTH_TOKEN_JOIN_SQL (one ? = the token id; aliases tk and ta) among
+ * its FROM clause's joins, KF_AUTH_TOKEN_JOINED_VALID in its columns.
+ */
+#define KF_AUTH_TOKEN_JOIN_SQL                                                                     \
+    "LEFT JOIN api_token tk ON tk.id = ? AND tk.revoked_at IS NULL "                              \
+    "AND (tk.expires_at IS NULL OR tk.expires_at > NOW(6)) "                                      \
+    "LEFT JOIN agent ta ON ta.id = tk.agent_id "
+#define KF_AUTH_TOKEN_JOINED_VALID "(tk.id IS NOT NULL AND (tk.agent_id IS NULL OR ta.active = 1))"
+/** The id of c's unconfirmed cached token, or 0 when there is nothing to confirm. */
+uint64_t kf_auth_unconfirmed_token(const kf_call *c);
+/** Record the folded check's outcome (valid = the KF_AUTH_TOKEN_VALID_SQL value). */
+int kf_auth_confirmed(kf_call *c, kf_reply *out, int valid);
+/** Confirm with a statement of its own, if still unconfirmed. */
+int kf_auth_confirm(kf_call *c, kf_reply *out);
+/**
+ * The safety net, run after every handler (installed as kf_after_handler):
+ * a cached token the handler left unconfirmed - a bug - is logged and
+ * confirmed now; when it is no longer valid the reply becomes the 401.
+ */
+void kf_auth_after_handler(kf_call *c);
+/**
+ * kf_auth_queue_allowed() that also confirms an unconfirmed token, in the
+ * same statement when it needs one: KF_OK with *allowed_r, or KF_ERR with
+ * out filled (401 / 500).
+ */
+int kf_auth_queue_check(kf_call *c, kf_reply *out, uint64_t queue_id, int has_queue,
+                        int *allowed_r);
 
 /** Hash a password with argon2id (libsodium); hash must hold crypto_pwhash_STRBYTES. */
 int kf_auth_hash_password(const char *password, char *hash, size_t hashsz);

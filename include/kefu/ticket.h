@@ -68,6 +68,13 @@ typedef struct kf_ticket_new {
 
 /** Insert a ticket in status "new". */
 int kf_ticket_insert(kf_db *db, const kf_ticket_new *t, uint64_t *id_r, const char **error_r);
+/**
+ * Insert a ticket in status "new", routed in the same statement: a queue_id
+ * must name an existing queue (KF_EINVAL "queue_id: no such queue", nothing
+ * inserted); 0 takes the default queue of (channel, channel_account) from
+ * channel_account, or none.
+ */
+int kf_ticket_create(kf_db *db, const kf_ticket_new *t, uint64_t *id_r, const char **error_r);
 /** version + 1, updated_at = now. */
 int kf_ticket_touch(kf_db *db, uint64_t id, const char **error_r);
 /**
@@ -125,6 +132,28 @@ void kf_ticket_sha256_hex(const unsigned char *data, size_t len, char hex[65]);
  */
 int kf_ticket_messages_json(kf_db *db, kf_pool *pool, uint64_t ticket_id, int include_internal,
                             json_t **messages_r, const char **error_r);
+
+/*
+ * The whole ticket in one statement (GET /api/v1/tickets/{id}): the row with
+ * its customer, the messages as kf_ticket_messages_json() gives them, and
+ * two answers for the caller's checks: whether member_agent_id is a member
+ * of the ticket's queue, and whether the API token token_id is still valid
+ * (KF_AUTH_TOKEN_VALID_SQL, kefu/auth.h).  0 for either id answers 0.
+ * KF_ENOTFOUND when there is no such ticket (then nothing is known about
+ * the token).
+ */
+typedef struct kf_ticket_read_opts {
+    uint64_t id;
+    int include_internal;
+    uint64_t member_agent_id, token_id;
+} kf_ticket_read_opts;
+typedef struct kf_ticket_view {
+    kf_ticket ticket;
+    json_t *messages; /* new reference, owned by the caller */
+    int member, token_valid;
+} kf_ticket_view;
+int kf_ticket_read(kf_db *db, kf_pool *pool, const kf_ticket_read_opts *o, kf_ticket_view *v,
+                   const char **error_r);
 
 /* ---- merge ---- */
 
