@@ -776,20 +776,7 @@ kf_agent_row_json(kf_stmt *st, kf_pool *pool)
 int
 kf_agent_get(kf_db *db, kf_pool *pool, uint64_t id, json_t **agent_r, const char **error_r)
 {
-    kf_stmt *st;
-    int rc;
-    *agent_r = NULL;
-    if ((rc = kf_db_stmt(db, "agent.get", "SELECT " KF_AGENT_COLUMNS " FROM agent a WHERE a.id = ?",
-                         &st, error_r)) != KF_OK)
-        return rc;
-    kf_stmt_bind_u64(st, 0, id);
-    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
-        return rc;
-    rc = kf_stmt_fetch(st, error_r);
-    if (rc == 1)
-        *agent_r = kf_agent_row_json(st, pool);
-    kf_stmt_done(st);
-    if (rc < 0)
-        return rc;
-    return rc == 1 ? KF_OK : KF_ENOTFOUND;
+    return kf_db_row_json(db, pool, "agent.get",
+                          "SELECT " KF_AGENT_COLUMNS " FROM agent a WHERE a.id = ?", id,
+                          kf_agent_row_json, agent_r, error_r);
 }

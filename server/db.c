@@ -629,6 +629,26 @@ kf_db_id_by(kf_db *db, const char *name, const char *sql, const char *key, uint6
     return rc < 0 ? rc : KF_OK;
 }
 
+int
+kf_db_row_json(kf_db *db, kf_pool *pool, const char *name, const char *sql, uint64_t id,
+               kf_row_json_fn *row, json_t **r, const char **error_r)
+{
+    kf_stmt *st;
+    int rc;
+    *r = NULL;
+    if ((rc = kf_db_stmt(db, name, sql, &st, error_r)) != KF_OK)
+        return rc;
+    kf_stmt_bind_u64(st, 0, id);
+    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+        return rc;
+    if ((rc = kf_stmt_fetch(st, error_r)) == 1)
+        *r = row(st, pool);
+    kf_stmt_done(st);
+    if (rc < 0)
+        return rc;
+    return rc == 1 ? KF_OK : KF_ENOTFOUND;
+}
+
 /* ---- transactions ---- */
 
 static void

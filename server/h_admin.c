@@ -108,7 +108,7 @@ reply_list(kf_reply *out, kf_call *c, json_t *items, unsigned limit, uint64_t la
     return kf_reply_json(out, c, 200, json_pack("{s:o, s:o}", "items", items, "next", next));
 }
 
-typedef json_t *row_json_fn(kf_stmt *st, kf_pool *pool);
+typedef kf_row_json_fn row_json_fn;
 
 /*
  * Run st (parameters bound, its last LIMIT being limit + 1, its first
@@ -390,31 +390,15 @@ h_agent_get(kf_call *c, kf_reply *out)
     return kf_reply_json(out, c, 200, agent);
 }
 
-/*
- * One row by id as JSON (statement name, SQL with one "?" for the id, row
- * maker); KF_ENOTFOUND with *error_r = missing when there is none.
- */
+/* One row by id as JSON; KF_ENOTFOUND with *error_r = missing when there is none. */
 static int
 row_by_id(kf_db *db, kf_pool *pool, const char *name, const char *sql, uint64_t id,
           row_json_fn *row, const char *missing, json_t **r, const char **error_r)
 {
-    kf_stmt *st;
-    int rc;
-    *r = NULL;
-    if ((rc = kf_db_stmt(db, name, sql, &st, error_r)) != KF_OK)
-        return rc;
-    kf_stmt_bind_u64(st, 0, id);
-    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
-        return rc;
-    rc = kf_stmt_fetch(st, error_r);
-    if (rc == 1)
-        *r = row(st, pool);
-    kf_stmt_done(st);
-    if (rc < 0)
-        return rc;
-    if (rc == 0)
+    int rc = kf_db_row_json(db, pool, name, sql, id, row, r, error_r);
+    if (rc == KF_ENOTFOUND)
         *error_r = missing;
-    return rc == 1 ? KF_OK : KF_ENOTFOUND;
+    return rc;
 }
 
 /* Replace an agent's queues (inside the transaction); unknown queue -> KF_EINVAL. */

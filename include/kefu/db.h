@@ -18,6 +18,8 @@
 #define KEFU_DB_H
 
 #include <stdint.h>
+#include <jansson.h>
+#include "kefu/pool.h"
 #include "kefu/types.h"
 
 kf_db *kf_db_create(const kf_config *cfg);
@@ -71,6 +73,14 @@ void kf_stmt_done(kf_stmt *st);
  */
 int kf_db_id_by(kf_db *db, const char *name, const char *sql, const char *key, uint64_t *id_r,
                 const char **error_r);
+/** Makes the JSON of the current row of st (strings copied into pool). */
+typedef json_t *kf_row_json_fn(kf_stmt *st, kf_pool *pool);
+/**
+ * The row statement name (sql with one "?" for id) finds, as row() makes
+ * it: KF_OK with *r, KF_ENOTFOUND (*r NULL), or the statement's error.
+ */
+int kf_db_row_json(kf_db *db, kf_pool *pool, const char *name, const char *sql, uint64_t id,
+                   kf_row_json_fn *row, json_t **r, const char **error_r);
 
 /*
  * Transactions.  kf_tx_run() runs fn between BEGIN and COMMIT, rolling back

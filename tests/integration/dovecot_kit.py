@@ -16,7 +16,6 @@ A Dovecot that cannot start raises AssertionError with its log (never a skip).
 import imaplib
 import os
 import re
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,14 +29,6 @@ DOVECOT = "/usr/sbin/dovecot"
 PASSWORD = "imap-secret"
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class Dovecot:
     def __init__(self, register, users=("support",), tls=None, ca=None):
         self.dir = kt.mktemp_dir("dovecot-", register)
@@ -45,8 +36,8 @@ class Dovecot:
         self.users = tuple(users)
         self.tls = tls
         self.ca = ca
-        self.port = free_port()
-        self.imaps_port = free_port() if tls else 0
+        self.port = kt.free_port()
+        self.imaps_port = kt.free_port() if tls else 0
         self.uid, self.gid = (65534, 65534) if os.getuid() == 0 else (os.getuid(), os.getgid())
         for u in self.users:
             for sub in ("cur", "new", "tmp"):

@@ -226,6 +226,15 @@ def reap(p, timeout=10):
     _live.discard(p)
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now (for peers that need a fixed one)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def mktemp_dir(prefix, register=None):
     # Short paths under /tmp: unix socket paths are limited to 107 bytes.
     d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")

@@ -16,10 +16,15 @@ A server that cannot start raises AssertionError (tests fail, never skip).
 """
 
 import logging
+import os
 import socket
 import ssl
 import sys
 import threading
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kefutest as kt  # noqa: E402
 
 try:
     from aiosmtpd.controller import Controller
@@ -35,14 +40,6 @@ except ImportError:
         IMPORT_ERROR = "aiosmtpd missing (apt-get install python3-aiosmtpd): %s" % e
 
 logging.getLogger("mail.log").setLevel(logging.CRITICAL)  # refused handshakes are expected
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class SmtpPeer:
@@ -103,7 +100,7 @@ class SmtpPeer:
         if self.auth:
             extra = dict(authenticator=self._authenticate, auth_required=True,
                          auth_require_tls=ctx is not None)
-        self.port = free_port()
+        self.port = kt.free_port()
         self.ctl = Controller(self, hostname="127.0.0.1", port=self.port, tls_context=ctx,
                               require_starttls=ctx is not None, server_hostname="smtp.kefu.test",
                               **extra)
