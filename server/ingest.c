@@ -482,6 +482,7 @@ ingest_body(struct ingest_ctx *x, const char **error_r)
         .external_id = in->external_id,
         .text = in->text ? in->text : "",
         .text_len = in->text ? in->text_len : 0,
+        .quote_at = in->text ? in->quote_at : 0,
         .html = in->html,
     };
     if ((rc = kf_ticket_add_message(x->db, &m, &res->message_id, error_r)) != KF_OK)

@@ -454,8 +454,8 @@ kf_ticket_add_message(kf_db *db, const kf_message_new *m, uint64_t *id_r, const 
     if ((rc = kf_db_stmt(db, "ticket.message_add",
                          "INSERT INTO message (ticket_id, direction, kind, author_kind, "
                          "author_agent_id, author_customer_id, channel, channel_account, "
-                         "external_id, body_text, body_html) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         "external_id, body_text, body_html, quote_offset) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          &st, error_r)) != KF_OK)
         return rc;
     kf_stmt_bind_u64(st, 0, m->ticket_id);
@@ -469,6 +469,10 @@ kf_ticket_add_message(kf_db *db, const kf_message_new *m, uint64_t *id_r, const 
     kf_stmt_bind_cstr(st, 8, m->external_id);
     kf_stmt_bind_str(st, 9, m->text ? m->text : "", m->text ? m->text_len : 0);
     kf_stmt_bind_cstr(st, 10, m->html);
+    if (m->text != NULL && m->quote_at > 0 && m->quote_at < m->text_len)
+        kf_stmt_bind_u64(st, 11, m->quote_at);
+    else
+        kf_stmt_bind_null(st, 11);
     if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
         return rc;
     *id_r = kf_stmt_insert_id(st);
@@ -550,8 +554,8 @@ kf_ticket_add_attachment(kf_db *db, uint64_t ticket_id, uint64_t message_id,
     "m.channel, m.channel_account, m.external_id, " FIRST_ROW_OF_MESSAGE ", "                    \
     "IF(" FIRST_ROW_OF_MESSAGE ", m.body_text, NULL), "                                          \
     "IF(" FIRST_ROW_OF_MESSAGE ", m.body_html, NULL), " TIME_SQL("m.created_at") ", "            \
-    "a.display_name, "
-#define MESSAGE_NCOLS 14
+    "a.display_name, m.quote_offset, "
+#define MESSAGE_NCOLS 15
 #define ATTACHMENT_COLS "x.id, x.filename, x.content_type, x.size, x.sha256, x.content_id"
 /* The index keeps the plan a lookup per message even while the table is small. */
 #define MESSAGE_JOINS                                                                            \
@@ -568,7 +572,7 @@ struct msg {
     uint64_t id, author_id;
     const char *direction, *kind, *author_kind, *author_name, *channel, *channel_account;
     const char *external_id, *text, *html, *created_at;
-    size_t text_len;
+    size_t text_len, quote_at; /* quote_at: 0 = no quoted history */
     struct att *atts;
     size_t n_atts, cap_atts;
 };
@@ -627,6 +631,7 @@ msgs_row(struct msgs *ms, kf_stmt *st, kf_pool *pool, unsigned col)
         m->channel_account = kf_stmt_col_str(st, col + 7, pool, NULL);
         m->external_id = kf_stmt_col_str(st, col + 8, pool, NULL);
         m->created_at = kf_stmt_col_str(st, col + 12, pool, NULL);
+        m->quote_at = kf_stmt_col_null(st, col + 14) ? 0 : (size_t) kf_stmt_col_u64(st, col + 14);
     }
     if (kf_stmt_col_i64(st, col + 9) != 0) { /* the row with the bodies */
         m->text = kf_stmt_col_str(st, col + 10, pool, &m->text_len);
@@ -694,6 +699,11 @@ msgs_json(struct msgs *ms)
         json_object_set_new(o, "external_id", str_or_null(m->external_id));
         json_t *tv = m->text ? json_stringn(m->text, m->text_len) : NULL;
         json_object_set_new(o, "text", tv ? tv : json_string(""));
+        /* the text before the quoted history it ends with (mail replies), to show
+         * folded apart from it; null when it quotes nothing */
+        json_t *nv = m->text && m->quote_at > 0 && m->quote_at < m->text_len
+                         ? json_stringn(m->text, m->quote_at) : NULL;
+        json_object_set_new(o, "text_new", nv ? nv : json_null());
         json_object_set_new(o, "html", str_or_null(m->html));
         json_object_set_new(o, "created_at", str_or_null(m->created_at));
         if (m->n_atts > 1)

@@ -51,6 +51,7 @@ struct kf_inbound {
     const char *subject;          /* may be NULL for follow-ups */
     const char *text;
     size_t text_len;
+    size_t quote_at;              /* bytes of text before its quoted history; 0 = none */
     const char *html;             /* already sanitized, may be NULL */
     const kf_inbound_attachment *attachments;
     size_t n_attachments;

@@ -111,6 +111,7 @@ typedef struct kf_message_new {
     const char *channel, *channel_account, *external_id; /* external_id may be NULL */
     const char *text;
     size_t text_len;
+    size_t quote_at;  /* bytes of text before its quoted history; 0 = none */
     const char *html; /* sanitized, may be NULL */
 } kf_message_new;
 

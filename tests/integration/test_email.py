@@ -249,6 +249,13 @@ class EmailTest(unittest.TestCase):
         self.assertEqual(r["ticket_id"], tid)
         self.assertEqual(self.w.db.scalar("SELECT quote_offset FROM email_message_id "
                                           "WHERE message_id_hdr = 't2@cust.example'"), "12")
+        # the API shows the new text folded apart from the history; text keeps the whole
+        st, _, t = self.w.api("GET", "/api/v1/tickets/%d" % tid, who="carol")
+        m = [x for x in t["messages"] if x["external_id"] == "t2@cust.example"][0]
+        self.assertEqual(m["text_new"], "Fixed now.\n\n")
+        self.assertTrue(m["text"].startswith("Fixed now.\n\nOn Mon, 4 Mar 2024, Kefu wrote:"), m)
+        first = [x for x in t["messages"] if x["external_id"] == "t1@cust.example"][0]
+        self.assertIsNone(first["text_new"])
         # a subject token alone joins only for the ticket's own customer
         st, _, r = self.post(mail("cust1@example.com", "Re: [KF-%06d] again" % tid,
                                   msgid="t3@cust.example"), mailbox="sales")
