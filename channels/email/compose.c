@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
 #include "kefu/channel.h"
 #include "kefu/db.h"
@@ -25,25 +26,25 @@
 #include "kefu/ticket.h"
 #include "email_internal.h"
 
-static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
+/* Base64 (libsodium's encoder); wrap: lines of 76 characters, as MIME wants. */
 static void
 b64(kf_str *out, const unsigned char *p, size_t n, int wrap)
 {
-    size_t col = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned) p[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned) p[i + 1] << 8;
-        if (i + 2 < n)
-            v |= p[i + 2];
-        char q[4] = {b64chars[(v >> 18) & 63], b64chars[(v >> 12) & 63],
-                     i + 1 < n ? b64chars[(v >> 6) & 63] : '=', i + 2 < n ? b64chars[v & 63] : '='};
-        kf_str_append(out, q, 4);
-        col += 4;
-        if (wrap && col >= 76 && i + 3 < n) {
+    const size_t line = wrap ? 57 : n; /* 57 bytes -> 76 characters */
+    char buf[sodium_base64_ENCODED_LEN(57, sodium_base64_VARIANT_ORIGINAL)];
+    for (size_t i = 0; i < n; i += line) {
+        size_t take = n - i < line ? n - i : line;
+        if (i > 0)
             kf_str_puts(out, "\r\n");
-            col = 0;
+        if (take <= 57) {
+            sodium_bin2base64(buf, sizeof(buf), p + i, take, sodium_base64_VARIANT_ORIGINAL);
+            kf_str_puts(out, buf);
+        } else { /* unwrapped and long: one allocation */
+            size_t cap = sodium_base64_ENCODED_LEN(take, sodium_base64_VARIANT_ORIGINAL);
+            char *big = kf_xmalloc(cap);
+            sodium_bin2base64(big, cap, p + i, take, sodium_base64_VARIANT_ORIGINAL);
+            kf_str_puts(out, big);
+            free(big);
         }
     }
 }

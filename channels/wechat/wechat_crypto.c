@@ -26,8 +26,6 @@
 
 /* ---- base64 ---- */
 
-static const char b64_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 static int
 b64_value(unsigned char c)
 {
@@ -47,25 +45,9 @@ b64_value(unsigned char c)
 char *
 kf_wechat_b64_encode(kf_pool *pool, const unsigned char *data, size_t len)
 {
-    char *out = kf_pool_alloc(pool, (len + 2) / 3 * 4 + 1);
-    char *o = out;
-    size_t i;
-
-    for (i = 0; i + 2 < len; i += 3) {
-        unsigned v = (unsigned) data[i] << 16 | (unsigned) data[i + 1] << 8 | data[i + 2];
-        *o++ = b64_chars[v >> 18 & 63];
-        *o++ = b64_chars[v >> 12 & 63];
-        *o++ = b64_chars[v >> 6 & 63];
-        *o++ = b64_chars[v & 63];
-    }
-    if (i < len) {
-        unsigned v = (unsigned) data[i] << 16 | (i + 1 < len ? (unsigned) data[i + 1] << 8 : 0);
-        *o++ = b64_chars[v >> 18 & 63];
-        *o++ = b64_chars[v >> 12 & 63];
-        *o++ = i + 1 < len ? b64_chars[v >> 6 & 63] : '=';
-        *o++ = '=';
-    }
-    *o = '\0';
+    size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
+    char *out = kf_pool_alloc(pool, cap);
+    sodium_bin2base64(out, cap, data, len, sodium_base64_VARIANT_ORIGINAL);
     return out;
 }
 
