@@ -908,66 +908,66 @@ static int
 answer_cc(kf_db *db, struct answer_tx *t, uint64_t ticket_id, const char *to, json_t **cc_r,
           const char **error_r)
 {
-    kf_stmt *st, *own;
+    kf_stmt *st;
     json_t *cc = json_array(), *v;
     size_t i;
     int rc;
 
     *cc_r = NULL;
-    if ((rc = kf_db_stmt(db, "ticket.cc_own",
-                         "SELECT COUNT(*) FROM email_mailbox WHERE address = ?", &own,
-                         error_r)) != KF_OK)
-        goto fail;
+    /* 1. The candidates: as given, else the ticket's known CCs. */
     if (t->cc != NULL) {
-        kf_stmt *add;
-        if ((rc = kf_db_stmt(db, "ticket.cc_add",
-                             "INSERT IGNORE INTO ticket_cc (ticket_id, address) VALUES (?, ?)",
-                             &add, error_r)) != KF_OK)
-            goto fail;
-        json_array_foreach(t->cc, i, v) {
-            kf_stmt_bind_u64(add, 0, ticket_id);
-            kf_stmt_bind_cstr(add, 1, json_string_value(v));
-            if ((rc = kf_stmt_exec(add, error_r)) != KF_OK)
-                goto fail;
-            json_array_append(cc, v);
-        }
+        json_array_foreach(t->cc, i, v) json_array_append(cc, v);
     } else {
         if ((rc = kf_db_stmt(db, "ticket.cc_known",
                              "SELECT address FROM ticket_cc WHERE ticket_id = ? "
                              "ORDER BY created_at, address LIMIT 16",
                              &st, error_r)) != KF_OK)
-            goto fail;
+            goto out;
         kf_stmt_bind_u64(st, 0, ticket_id);
         if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
-            goto fail;
+            goto out;
         while ((rc = kf_stmt_fetch(st, error_r)) == 1)
             json_array_append_new(cc, json_string(kf_stmt_col_str(st, 0, t->c->pool, NULL)));
         kf_stmt_done(st);
         if (rc < 0)
-            goto fail;
+            goto out;
     }
-    json_t *out = json_array();
-    json_array_foreach(cc, i, v) {
-        const char *a = json_string_value(v);
-        if (to != NULL && strcasecmp(a, to) == 0)
-            continue;
-        kf_stmt_bind_cstr(own, 0, a);
-        if ((rc = kf_stmt_exec(own, error_r)) != KF_OK || (rc = kf_stmt_fetch(own, error_r)) < 0) {
-            json_decref(out);
-            goto fail;
+    /* 2. Less the customer and our own mailboxes (one statement: the few there are). */
+    if ((rc = kf_db_stmt(db, "ticket.cc_own", "SELECT address FROM email_mailbox", &st,
+                         error_r)) != KF_OK ||
+        (rc = kf_stmt_exec(st, error_r)) != KF_OK)
+        goto out;
+    while ((rc = kf_stmt_fetch(st, error_r)) == 1) {
+        const char *own = kf_stmt_col_str(st, 0, t->c->pool, NULL);
+        for (i = json_array_size(cc); i-- > 0;)
+            if (strcasecmp(json_string_value(json_array_get(cc, i)), own) == 0)
+                json_array_remove(cc, i);
+    }
+    kf_stmt_done(st);
+    if (rc < 0)
+        goto out;
+    for (i = json_array_size(cc); to != NULL && i-- > 0;)
+        if (strcasecmp(json_string_value(json_array_get(cc, i)), to) == 0)
+            json_array_remove(cc, i);
+    /* 3. Addresses the agent copied become known CCs (their mail threads). */
+    if (t->cc != NULL && json_array_size(cc) > 0) {
+        if ((rc = kf_db_stmt(db, "ticket.cc_add",
+                             "INSERT IGNORE INTO ticket_cc (ticket_id, address) VALUES (?, ?)",
+                             &st, error_r)) != KF_OK)
+            goto out;
+        json_array_foreach(cc, i, v) {
+            kf_stmt_bind_u64(st, 0, ticket_id);
+            kf_stmt_bind_cstr(st, 1, json_string_value(v));
+            if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+                goto out;
         }
-        int ours = kf_stmt_col_u64(own, 0) > 0;
-        kf_stmt_done(own);
-        if (!ours)
-            json_array_append(out, v);
     }
-    json_decref(cc);
-    if (json_array_size(out) == 0)
-        json_decref(out);
-    else
-        *cc_r = out;
-    return KF_OK;
-fail:
+    rc = KF_OK;
+    if (json_array_size(cc) > 0) {
+        *cc_r = cc;
+        cc = NULL;
+    }
+out:
     json_decref(cc);
     return rc;
 }

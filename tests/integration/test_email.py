@@ -416,13 +416,17 @@ class EmailTest(unittest.TestCase):
         self.assertEqual([a.addr_spec for a in msg["Cc"].addresses], ["mate@cust.example"])
         # the agent sets the Cc: exactly those (they become known CCs: their mail threads)
         st, _, r = self.w.api("POST", "/api/v1/tickets/%d/replies" % tid,
-                              {"text": "Looping in your boss.", "cc": ["boss@cust.example"]},
+                              {"text": "Looping in your boss.",
+                               "cc": ["boss@cust.example", "Sales@Kefu.Test"]},
                               who="carol")
         self.assertEqual(st, 201, r)
         oid = int(self.w.db.scalar("SELECT id FROM outbox WHERE dedupe_key = 'reply:%d'"
                                    % r["message_id"]))
         got = self.wait_smtp(lambda m: b"kf.%d.out@" % oid in m[2])
         self.assertEqual(sorted(got[0][1]), ["boss@cust.example", "lead@cust.example"])
+        # our own mailbox is never copied, nor made a known CC
+        self.assertEqual(self.w.count("ticket_cc", "ticket_id = %d AND address LIKE '%%kefu.test'"
+                                      % tid), 0)
         st, _, r = self.post(mail("boss@cust.example", "Re: [KF-%06d] thanks" % tid,
                                   msgid="cc2@cust.example"), mailbox="sales")
         self.assertEqual(r["ticket_id"], tid)
