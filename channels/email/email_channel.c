@@ -172,12 +172,16 @@ record_ccs(kf_db *db, const kf_email_msg *m, uint64_t ticket_id, const char **er
     kf_stmt *st;
     int rc;
     for (unsigned i = 0; i < m->n_cc; i++) {
+        /* our own mailboxes copied on the mail are not the customer's CCs */
         if ((rc = kf_db_stmt(db, "email.cc_add",
-                             "INSERT IGNORE INTO ticket_cc (ticket_id, address) VALUES (?, ?)", &st,
-                             error_r)) != KF_OK)
+                             "INSERT IGNORE INTO ticket_cc (ticket_id, address) SELECT ?, ? "
+                             "FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM email_mailbox "
+                             "WHERE address = ?)",
+                             &st, error_r)) != KF_OK)
             return rc;
         kf_stmt_bind_u64(st, 0, ticket_id);
         kf_stmt_bind_cstr(st, 1, m->cc[i]);
+        kf_stmt_bind_cstr(st, 2, m->cc[i]);
         if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
             return rc;
     }
