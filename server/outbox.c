@@ -155,21 +155,15 @@ struct claim_tx {
     unsigned reclaimed, parked;
 };
 
+/* Rows whose lease ran out (their instance died or hung): queued again, due now. */
 static int
-claim_tx(kf_db *db, void *arg, const char **error_r)
+reclaim_expired(kf_db *db, struct claim_tx *t, const char **error_r)
 {
-    struct claim_tx *t = arg;
     kf_stmt *st, *up;
-    claimed *due;
-    size_t n_due = 0;
     uint64_t expired[RECLAIM_MAX];
     size_t n_expired = 0;
     int rc;
 
-    t->n = 0;
-    t->reclaimed = t->parked = 0;
-
-    /* 1. Leases that ran out: their instance died or hung.  Due again now. */
     if ((rc = kf_db_stmt(db, "outbox.expired",
                          "SELECT id FROM outbox WHERE status = 'sending' AND lease_until < NOW(6) "
                          "LIMIT 100 FOR UPDATE SKIP LOCKED",
@@ -196,6 +190,26 @@ claim_tx(kf_db *db, void *arg, const char **error_r)
             return rc;
         t->reclaimed += (unsigned) kf_stmt_affected(up);
     }
+
+    return KF_OK;
+}
+
+static int
+claim_tx(kf_db *db, void *arg, const char **error_r)
+{
+    struct claim_tx *t = arg;
+    kf_stmt *st, *up;
+    claimed *due;
+    size_t n_due = 0;
+    int rc;
+
+    t->n = 0;
+    t->reclaimed = t->parked = 0;
+
+    /* 1. Leases that ran out: their instance died or hung.  Due again now, for
+     * their own lane; one lane (the rest) looks, not every lane. */
+    if (t->channel == NULL && (rc = reclaim_expired(db, t, error_r)) != KF_OK)
+        return rc;
 
     /* 2. This lane's due rows, oldest due first; rows other instances hold are skipped. */
 #define CLAIM_COLS                                                                                 \
