@@ -797,39 +797,41 @@ kf_ticket_read(kf_db *db, kf_pool *pool, const kf_ticket_read_opts *o, kf_ticket
 
 /* ---- merge ---- */
 
+/*
+ * What a merge moves from src to dst, each statement bound (dst, src): the
+ * messages (their count is *moved_r), the attachments, the mail thread (the
+ * Message-IDs replies thread by, and the known CCs, so a reply to the old
+ * thread lands in dst instead of the closed src), then src closes.
+ */
+static const struct {
+    const char *name, *sql;
+} merge_steps[] = {
+    {"ticket.merge_messages", "UPDATE message SET ticket_id = ? WHERE ticket_id = ?"},
+    {"ticket.merge_attachments", "UPDATE attachment SET ticket_id = ? WHERE ticket_id = ?"},
+    {"ticket.merge_msgids", "UPDATE email_message_id SET ticket_id = ? WHERE ticket_id = ?"},
+    {"ticket.merge_ccs", "UPDATE IGNORE ticket_cc SET ticket_id = ? WHERE ticket_id = ?"},
+    {"ticket.merge_close",
+     "UPDATE ticket SET status = 'closed', merged_into_id = ?, "
+     "closed_at = COALESCE(closed_at, NOW(6)), version = version + 1, "
+     "updated_at = NOW(6) WHERE id = ?"},
+};
+
 int
 kf_ticket_merge(kf_db *db, uint64_t src, uint64_t dst, uint64_t *moved_r, const char **error_r)
 {
     kf_stmt *st;
     int rc;
 
-    if ((rc = kf_db_stmt(db, "ticket.merge_messages",
-                         "UPDATE message SET ticket_id = ? WHERE ticket_id = ?", &st,
-                         error_r)) != KF_OK)
-        return rc;
-    kf_stmt_bind_u64(st, 0, dst);
-    kf_stmt_bind_u64(st, 1, src);
-    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
-        return rc;
-    *moved_r = kf_stmt_affected(st);
-    if ((rc = kf_db_stmt(db, "ticket.merge_attachments",
-                         "UPDATE attachment SET ticket_id = ? WHERE ticket_id = ?", &st,
-                         error_r)) != KF_OK)
-        return rc;
-    kf_stmt_bind_u64(st, 0, dst);
-    kf_stmt_bind_u64(st, 1, src);
-    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
-        return rc;
-    if ((rc = kf_db_stmt(db, "ticket.merge_close",
-                         "UPDATE ticket SET status = 'closed', merged_into_id = ?, "
-                         "closed_at = COALESCE(closed_at, NOW(6)), version = version + 1, "
-                         "updated_at = NOW(6) WHERE id = ?",
-                         &st, error_r)) != KF_OK)
-        return rc;
-    kf_stmt_bind_u64(st, 0, dst);
-    kf_stmt_bind_u64(st, 1, src);
-    if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
-        return rc;
+    for (size_t i = 0; i < KF_ARRAY_LEN(merge_steps); i++) {
+        if ((rc = kf_db_stmt(db, merge_steps[i].name, merge_steps[i].sql, &st, error_r)) != KF_OK)
+            return rc;
+        kf_stmt_bind_u64(st, 0, dst);
+        kf_stmt_bind_u64(st, 1, src);
+        if ((rc = kf_stmt_exec(st, error_r)) != KF_OK)
+            return rc;
+        if (i == 0)
+            *moved_r = kf_stmt_affected(st);
+    }
     return kf_ticket_touch(db, dst, error_r);
 }
 

@@ -446,6 +446,25 @@ class EmailTest(unittest.TestCase):
         self.assertEqual([e["field"] for e in r["errors"]], ["cc[1]"])
         self.assertEqual(self.w.counts(), before)
 
+    def test_merge_moves_the_mail_thread(self):
+        # two mails about one thing; merged, a reply to the first thread (by In-Reply-To,
+        # or a known CC's subject token) joins the ticket it was merged into
+        st, _, r1 = self.post(mail("twice@cust.example", "Router dead", msgid="mg1@cust.example",
+                                   extra="Cc: helper@cust.example\r\n"), mailbox="sales")
+        st, _, r2 = self.post(mail("twice@cust.example", "Router still dead",
+                                   msgid="mg2@cust.example"), mailbox="sales")
+        src, dst = r1["ticket_id"], r2["ticket_id"]
+        self.assertNotEqual(src, dst)
+        st, _, m = self.w.api("POST", "/api/v1/tickets/%d/merge" % src, {"into_id": dst},
+                              who="carol")
+        self.assertEqual(st, 200, m)
+        st, _, r = self.post(mail("twice@cust.example", "Re: Router dead", msgid="mg3@cust.example",
+                                  extra="In-Reply-To: <mg1@cust.example>\r\n"), mailbox="sales")
+        self.assertEqual(r["ticket_id"], dst)
+        st, _, r = self.post(mail("helper@cust.example", "Re: [KF-%06d] me too" % dst,
+                                  msgid="mg4@cust.example"), mailbox="sales")
+        self.assertEqual(r["ticket_id"], dst)
+
     def test_api_ticket_answered_by_mail(self):
         # a ticket filed through the API (or the web form) has no mail thread of its own:
         # the answer is mailed to the customer from the mailbox of the ticket's queue
